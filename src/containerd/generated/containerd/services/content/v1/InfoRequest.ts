@@ -1,0 +1,10 @@
+// Original file: proto/content.proto
+
+
+export interface InfoRequest {
+  'digest'?: (string);
+}
+
+export interface InfoRequest__Output {
+  'digest': (string);
+}

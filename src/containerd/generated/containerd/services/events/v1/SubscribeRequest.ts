@@ -1,0 +1,10 @@
+// Original file: proto/events.proto
+
+
+export interface SubscribeRequest {
+  'filters'?: (string)[];
+}
+
+export interface SubscribeRequest__Output {
+  'filters': (string)[];
+}

@@ -1,0 +1,10 @@
+// Original file: proto/images.proto
+
+
+export interface GetImageRequest {
+  'name'?: (string);
+}
+
+export interface GetImageRequest__Output {
+  'name': (string);
+}

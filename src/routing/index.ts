@@ -1,0 +1,1 @@
+export type { Router, RouterReadiness, Peer, LookupOptions } from './types.js'
