@@ -1,0 +1,466 @@
+#!/usr/bin/env node
+/**
+ * Serving benchmark: one spegel-ts node against nginx (sendfile) on the very same file of a real
+ * containerd content store, with a bare Node file server as a third, reference column.
+ *
+ *   npx node dist/bench/serve-blob.js [--size-mib 1024] [--runs 5] [--wrk-seconds 5]
+ *
+ * Needs root, containerd + ctr, curl, nginx and wrk. Not a test: it never asserts on timing; it
+ * only refuses to report numbers for responses that were wrong (status or byte count).
+ * See bench/README.md.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { accessSync, constants as fsConstants, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { mkdtemp, readFile, rm, stat, writeFile, mkdir } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { containerdSkipReason, startContainerd, type ContainerdInstance } from '../test/helpers/containerd.js'
+import { buildImage, OCI_MANIFEST } from '../test/helpers/image.js'
+import { freePort, httpRequest, run } from '../test/helpers/net.js'
+import { startSpegel, type SpegelNode } from '../test/helpers/spegel.js'
+import { waitFor } from '../test/helpers/wait.js'
+
+const MIB = 1024 * 1024
+const REGISTRY = 'bench.local'
+const REPOSITORY = 'spegel-bench/blob'
+const TAG = '1.0'
+const NODE_HWM_BYTES = 1024 * 1024
+const CURL_TIMEOUT_MS = 10 * 60_000
+const here = path.dirname(fileURLToPath(import.meta.url))
+
+interface Options { sizeMiB: number, runs: number, wrkSeconds: number }
+
+function parseOptions (argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'size-mib': { type: 'string', default: '1024' },
+      runs: { type: 'string', default: '5' },
+      'wrk-seconds': { type: 'string', default: '5' },
+      help: { type: 'boolean', short: 'h', default: false }
+    },
+    strict: true
+  })
+  if (values.help) {
+    process.stdout.write('usage: node dist/bench/serve-blob.js [--size-mib 1024] [--runs 5] [--wrk-seconds 5]\n')
+    process.exit(0)
+  }
+  const positive = (name: string, raw: string): number => {
+    const n = Number(raw)
+    if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got ${raw}`)
+    return n
+  }
+  return {
+    sizeMiB: positive('size-mib', values['size-mib']),
+    runs: positive('runs', values.runs),
+    wrkSeconds: positive('wrk-seconds', values['wrk-seconds'])
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup: async on the normal and the failure path, sync (kill + rmSync) on SIGINT/SIGTERM so
+// an interrupted run leaves no nginx, containerd or GiB temp files behind.
+
+interface CleanupStep { name: string, async: () => Promise<void>, sync: () => void }
+const cleanupSteps: CleanupStep[] = []
+
+async function cleanupAll (): Promise<void> {
+  while (cleanupSteps.length > 0) {
+    const step = cleanupSteps.pop()!
+    try {
+      await step.async()
+    } catch (err) {
+      process.stderr.write(`cleanup ${step.name} failed: ${err instanceof Error ? err.message : String(err)}\n`)
+    }
+  }
+}
+
+function cleanupAllSync (): void {
+  while (cleanupSteps.length > 0) {
+    const step = cleanupSteps.pop()!
+    try {
+      step.sync()
+    } catch (err) {
+      process.stderr.write(`cleanup ${step.name} failed: ${err instanceof Error ? err.message : String(err)}\n`)
+    }
+  }
+}
+
+function onSignal (signal: NodeJS.Signals): void {
+  process.stderr.write(`\n${signal}: cleaning up\n`)
+  cleanupAllSync()
+  process.exit(128 + (os.constants.signals[signal] ?? 0))
+}
+
+function killQuietly (pid: number | undefined, signal: NodeJS.Signals): void {
+  if (pid === undefined) return
+  try {
+    process.kill(pid, signal)
+  } catch (err) {
+    // Already gone is what we wanted.
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU accounting from /proc, to tell a CPU-bound server from an I/O-bound one.
+
+let clockTicksPerSecond = 100
+
+interface ProcStat { ppid: number, state: string, cpuTicks: number }
+
+function readProcStat (pid: number): ProcStat | undefined {
+  let text: string
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return undefined
+  }
+  // The command name may contain spaces and parentheses; the fields after the last ')' do not.
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ')
+  return { state: rest[0] ?? '?', ppid: Number(rest[1]), cpuTicks: Number(rest[11]) + Number(rest[12]) }
+}
+
+function isProcessAlive (pid: number): boolean {
+  const s = readProcStat(pid)
+  return s !== undefined && s.state !== 'Z' && s.state !== 'X'
+}
+
+/** User + system CPU seconds of these processes and all their direct children (nginx workers). */
+function cpuSeconds (pids: number[]): number {
+  const wanted = new Set(pids)
+  let ticks = 0
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    const pid = Number(entry)
+    const s = readProcStat(pid)
+    if (s !== undefined && (wanted.has(pid) || wanted.has(s.ppid))) ticks += s.cpuTicks
+  }
+  return ticks / clockTicksPerSecond
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers under test.
+
+interface Target {
+  label: string
+  /** Whose CPU time to count (children included). */
+  pids: number[]
+  blobUrl: string
+  headManifestUrl: string
+  getManifestUrl: string
+}
+
+interface NginxInstance { port: number, pid: number, dir: string }
+
+async function startNginx (dir: string, root: string): Promise<NginxInstance> {
+  await mkdir(path.join(dir, 'tmp'), { recursive: true })
+  const port = await freePort('127.0.0.1')
+  const pidFile = path.join(dir, 'nginx.pid')
+  const errorLog = path.join(dir, 'error.log')
+  // As /work/shared/lab/nginx-start.sh, plus `user root`: the content store sits below 0700 temp
+  // dirs, which nginx's default worker user could not enter.
+  const conf = `user root;
+worker_processes 2;
+pid ${pidFile};
+error_log ${errorLog} warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on; tcp_nopush on; keepalive_requests 100000;
+  client_body_temp_path ${dir}/tmp; proxy_temp_path ${dir}/tmp; fastcgi_temp_path ${dir}/tmp; uwsgi_temp_path ${dir}/tmp; scgi_temp_path ${dir}/tmp;
+  server { listen 127.0.0.1:${port}; root ${root}; }
+}
+`
+  const confFile = path.join(dir, 'nginx.conf')
+  await writeFile(confFile, conf)
+  const res = await run('nginx', ['-c', confFile, '-e', errorLog], { timeoutMs: 15_000 })
+  if (res.code !== 0) throw new Error(`nginx did not start (${res.code ?? res.signal}): ${res.stderr.trim()}`)
+  // The master daemonizes; its pid file is the only handle we get on it.
+  const pid = await waitFor(async () => {
+    const n = Number((await readFile(pidFile, 'utf8')).trim())
+    return Number.isSafeInteger(n) && n > 0 ? n : undefined
+  }, { timeoutMs: 10_000, what: `nginx pid file ${pidFile}` })
+  return { port, pid, dir }
+}
+
+async function stopNginx (pid: number): Promise<void> {
+  killQuietly(pid, 'SIGTERM')
+  try {
+    await waitFor(() => !isProcessAlive(pid), { timeoutMs: 10_000, intervalMs: 50, what: `nginx master ${pid} to exit` })
+  } catch {
+    killQuietly(pid, 'SIGKILL')
+  }
+}
+
+interface NodeRefServer { port: number, child: ChildProcess }
+
+async function startNodeRef (root: string): Promise<NodeRefServer> {
+  const child = spawn(process.execPath, [path.join(here, 'node-file-server.js'), root, String(NODE_HWM_BYTES)], {
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
+  const lines = createInterface({ input: child.stdout! })
+  const exited = once(child, 'exit').then(([code, signal]) => {
+    throw new Error(`node-file-server exited (code ${String(code)}, signal ${String(signal)})`)
+  })
+  const first = once(lines, 'line').then(([line]) => JSON.parse(String(line)) as { port: number })
+  try {
+    const { port } = await Promise.race([first, exited])
+    return { port, child }
+  } finally {
+    exited.catch(() => { /* a later exit is seen by stop; only the start race needed this */ })
+    lines.close()
+  }
+}
+
+async function stopChild (child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = once(child, 'exit')
+  child.kill('SIGTERM')
+  const escalate = setTimeout(() => child.kill('SIGKILL'), 5000)
+  try {
+    await exited
+  } finally {
+    clearTimeout(escalate)
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements.
+
+interface CurlResult { mbPerSecond: number, seconds: number, cpuPercent: number }
+
+async function download (target: Target, expectedBytes: number): Promise<CurlResult> {
+  const cpuBefore = cpuSeconds(target.pids)
+  const res = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{speed_download} %{time_total}', target.blobUrl], {
+    timeoutMs: CURL_TIMEOUT_MS
+  })
+  const cpu = cpuSeconds(target.pids) - cpuBefore
+  if (res.code !== 0) throw new Error(`curl ${target.blobUrl} failed (${res.code ?? res.signal}): ${res.stderr.trim()}`)
+  const [status, size, speed, total] = res.stdout.trim().split(' ').map(Number)
+  if (status !== 200 || size !== expectedBytes) {
+    throw new Error(`${target.label}: GET ${target.blobUrl} gave HTTP ${String(status)} with ${String(size)} bytes, expected 200 with ${expectedBytes}`)
+  }
+  const seconds = total ?? 0
+  return { mbPerSecond: (speed ?? 0) / 1e6, seconds, cpuPercent: seconds > 0 ? 100 * cpu / seconds : 0 }
+}
+
+interface WrkResult { requestsPerSecond: number, cpuPercent: number, warnings: string[] }
+
+async function wrk (target: Target, url: string, script: string, seconds: number): Promise<WrkResult> {
+  const cpuBefore = cpuSeconds(target.pids)
+  const started = process.hrtime.bigint()
+  const res = await run('wrk', ['-t2', '-c16', `-d${seconds}s`, '-s', script, url], { timeoutMs: (seconds + 60) * 1000 })
+  const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9
+  const cpu = cpuSeconds(target.pids) - cpuBefore
+  if (res.code !== 0) throw new Error(`wrk ${url} failed (${res.code ?? res.signal}): ${res.stderr.trim()}`)
+  const m = /Requests\/sec:\s+([\d.]+)/.exec(res.stdout)
+  if (m === null) throw new Error(`no Requests/sec in wrk output:\n${res.stdout}`)
+  // Errors make req/s meaningless (a fast 404 is not a served manifest), so they are reported.
+  const warnings = res.stdout.split('\n')
+    .filter(l => /Non-2xx|Socket errors/.test(l))
+    .map(l => l.trim())
+  return { requestsPerSecond: Number(m[1]), cpuPercent: 100 * cpu / wallSeconds, warnings }
+}
+
+function median (values: number[]): number {
+  const s = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
+
+const fmt = (n: number): string => n.toFixed(0)
+const ratio = (a: number, b: number): string => b > 0 ? (a / b).toFixed(2) : 'n/a'
+const log = (line: string): void => { process.stdout.write(`${line}\n`) }
+
+async function checkStatus (url: string, method: 'GET' | 'HEAD', what: string): Promise<void> {
+  const res = await httpRequest(url, { method, timeoutMs: 10_000 })
+  if (res.status !== 200) throw new Error(`${what}: ${method} ${url} answered ${res.status}: ${res.body.toString('utf8').slice(0, 300)}`)
+}
+
+function findInPath (bin: string): boolean {
+  return (process.env.PATH ?? '').split(':').some(d => {
+    try {
+      accessSync(path.join(d, bin), fsConstants.X_OK)
+      return true
+    } catch {
+      return false
+    }
+  })
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main (): Promise<void> {
+  const opts = parseOptions(process.argv.slice(2))
+  const skip = containerdSkipReason()
+  if (skip !== undefined) throw new Error(skip)
+  const missing = ['curl', 'nginx', 'wrk'].filter(b => !findInPath(b))
+  if (missing.length > 0) throw new Error(`missing ${missing.join(', ')}: apt-get install -y ${missing.join(' ')}`)
+  clockTicksPerSecond = Number((await run('getconf', ['CLK_TCK'])).stdout.trim()) || 100
+
+  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal)
+
+  const sizeBytes = opts.sizeMiB * MIB
+  const work = await mkdtemp(path.join('/tmp', 'spegel-bench-'))
+  cleanupSteps.push({
+    name: `temp dir ${work}`,
+    async: async () => { await rm(work, { recursive: true, force: true, maxRetries: 3 }) },
+    sync: () => { rmSync(work, { recursive: true, force: true, maxRetries: 3 }) }
+  })
+  log(`node ${process.version}, ${os.cpus().length} cpus, work dir ${work}`)
+
+  let t = Date.now()
+  const ref = `${REGISTRY}/${REPOSITORY}:${TAG}`
+  const image = await buildImage(path.join(work, 'image'), ref, [sizeBytes])
+  const platform = image.platforms[0]!
+  const layer = platform.layers[0]!
+  const manifest = platform.manifest
+  log(`built ${ref}: layer ${layer.digest} (${layer.size} bytes), manifest ${manifest.digest} in ${((Date.now() - t) / 1000).toFixed(1)} s`)
+
+  t = Date.now()
+  const ctrd: ContainerdInstance = await startContainerd({ name: 'bench' })
+  cleanupSteps.push({
+    name: 'containerd',
+    async: async () => { await ctrd.dispose() },
+    sync: () => {
+      killQuietly(ctrd.pid, 'SIGKILL')
+      rmSync(ctrd.dir, { recursive: true, force: true, maxRetries: 3 })
+    }
+  })
+  await ctrd.importImage(image.archivePath!)
+  // The layout and the archive are two more copies of the blob; only containerd's is served.
+  await rm(path.join(work, 'image'), { recursive: true, force: true })
+  const blobsDir = path.join(ctrd.contentPath, 'blobs', 'sha256')
+  const hexOf = (digest: string): string => digest.slice('sha256:'.length)
+  const blobSize = (await stat(path.join(blobsDir, hexOf(layer.digest)))).size
+  if (blobSize !== sizeBytes) throw new Error(`content store holds ${blobSize} bytes for ${layer.digest}, expected ${sizeBytes}`)
+  log(`imported into containerd ${ctrd.dir} in ${((Date.now() - t) / 1000).toFixed(1)} s`)
+
+  const spegel: SpegelNode = await startSpegel({ containerdSock: ctrd.socketPath, contentPath: ctrd.contentPath, logLevel: 'INFO' })
+  cleanupSteps.push({
+    name: 'spegel',
+    async: async () => { await spegel.stop() },
+    sync: () => { spegel.process.kill('SIGKILL') }
+  })
+  await spegel.waitReady(60_000)
+  const spegelTarget: Target = {
+    label: 'spegel',
+    pids: [spegel.process.pid!],
+    blobUrl: `${spegel.registryUrl}/v2/${REPOSITORY}/blobs/${layer.digest}`,
+    headManifestUrl: `${spegel.registryUrl}/v2/${REPOSITORY}/manifests/${TAG}?ns=${REGISTRY}`,
+    getManifestUrl: `${spegel.registryUrl}/v2/${REPOSITORY}/manifests/${manifest.digest}?ns=${REGISTRY}`
+  }
+  // Ready means connected; the tag is only resolvable once the image walk has indexed it.
+  await waitFor(async () => (await httpRequest(spegelTarget.headManifestUrl, { method: 'HEAD' })).status === 200,
+    { timeoutMs: 30_000, what: `spegel to resolve ${ref}` })
+
+  const nginxDir = path.join(work, 'nginx')
+  const nginx = await startNginx(nginxDir, blobsDir)
+  cleanupSteps.push({
+    name: `nginx ${nginx.pid}`,
+    async: async () => { await stopNginx(nginx.pid) },
+    sync: () => { killQuietly(nginx.pid, 'SIGKILL') }
+  })
+  const nginxUrl = `http://127.0.0.1:${nginx.port}`
+  const nginxTarget: Target = {
+    label: 'nginx',
+    pids: [nginx.pid],
+    blobUrl: `${nginxUrl}/${hexOf(layer.digest)}`,
+    headManifestUrl: `${nginxUrl}/${hexOf(manifest.digest)}`,
+    getManifestUrl: `${nginxUrl}/${hexOf(manifest.digest)}`
+  }
+
+  const nodeRef = await startNodeRef(blobsDir)
+  cleanupSteps.push({
+    name: 'node-file-server',
+    async: async () => { await stopChild(nodeRef.child) },
+    sync: () => { nodeRef.child.kill('SIGKILL') }
+  })
+  const nodeUrl = `http://127.0.0.1:${nodeRef.port}`
+  const nodeTarget: Target = {
+    label: `node-1MiB`,
+    pids: [nodeRef.child.pid!],
+    blobUrl: `${nodeUrl}/${hexOf(layer.digest)}`,
+    headManifestUrl: `${nodeUrl}/${hexOf(manifest.digest)}`,
+    getManifestUrl: `${nodeUrl}/${hexOf(manifest.digest)}`
+  }
+  const targets = [spegelTarget, nginxTarget, nodeTarget]
+  for (const target of targets) {
+    await checkStatus(target.headManifestUrl, 'HEAD', target.label)
+    await checkStatus(target.getManifestUrl, 'GET', target.label)
+  }
+  log(`spegel ${spegel.registryUrl} (pid ${spegel.process.pid}), nginx ${nginxUrl} (master ${nginx.pid}), node ref ${nodeUrl} (pid ${nodeRef.child.pid})`)
+
+  // 1. Blob throughput.
+  log(`\n== GET blob ${opts.sizeMiB} MiB, curl, warm-up + ${opts.runs} interleaved runs (MB = 1e6 bytes) ==`)
+  for (const target of targets) {
+    const r = await download(target, sizeBytes)
+    log(`warm-up ${target.label.padEnd(9)} ${fmt(r.mbPerSecond).padStart(6)} MB/s  server cpu ${fmt(r.cpuPercent)}%`)
+  }
+  const speeds = new Map<string, number[]>(targets.map(tg => [tg.label, []]))
+  const cpus = new Map<string, number[]>(targets.map(tg => [tg.label, []]))
+  for (let i = 1; i <= opts.runs; i++) {
+    for (const target of targets) {
+      const r = await download(target, sizeBytes)
+      speeds.get(target.label)!.push(r.mbPerSecond)
+      cpus.get(target.label)!.push(r.cpuPercent)
+      log(`run ${i}   ${target.label.padEnd(9)} ${fmt(r.mbPerSecond).padStart(6)} MB/s  ${r.seconds.toFixed(2)} s  server cpu ${fmt(r.cpuPercent)}%`)
+    }
+  }
+  const medianSpeed = (label: string): number => median(speeds.get(label) ?? [])
+  for (const target of targets) {
+    log(`median  ${target.label.padEnd(9)} ${fmt(medianSpeed(target.label)).padStart(6)} MB/s  server cpu ${fmt(median(cpus.get(target.label) ?? []))}%`)
+  }
+
+  // 2. Small requests.
+  const headScript = path.join(work, 'head.lua')
+  const getScript = path.join(work, 'get.lua')
+  await writeFile(headScript, 'wrk.method = "HEAD"\n')
+  // The Accept containerd sends when it fetches a manifest by digest.
+  await writeFile(getScript, `wrk.method = "GET"\nwrk.headers["Accept"] = "${OCI_MANIFEST}, */*"\n`)
+  const rps = new Map<string, number>()
+  for (const [kind, script] of [['HEAD manifest', headScript], ['GET manifest', getScript]] as const) {
+    log(`\n== ${kind} (${manifest.size} bytes), wrk -t2 -c16 -d${opts.wrkSeconds}s ==`)
+    for (const target of targets) {
+      const url = kind === 'HEAD manifest' ? target.headManifestUrl : target.getManifestUrl
+      const r = await wrk(target, url, script, opts.wrkSeconds)
+      rps.set(`${kind}/${target.label}`, r.requestsPerSecond)
+      log(`${target.label.padEnd(9)} ${fmt(r.requestsPerSecond).padStart(7)} req/s  server cpu ${fmt(r.cpuPercent)}%  ${url}`)
+      for (const w of r.warnings) log(`  WARNING ${target.label}: ${w}`)
+    }
+  }
+
+  const s = medianSpeed('spegel')
+  const n = medianSpeed('nginx')
+  const ref1 = medianSpeed(nodeTarget.label)
+  const reqs = (kind: string, label: string): number => rps.get(`${kind}/${label}`) ?? 0
+  const line = (kind: string): string => {
+    const a = reqs(kind, 'spegel')
+    const b = reqs(kind, 'nginx')
+    return `${kind}: spegel ${fmt(a)} req/s, nginx ${fmt(b)} req/s, ratio ${ratio(a, b)}`
+  }
+  const node = nodeTarget.label
+  log('\n== summary ==')
+  log(`blob ${opts.sizeMiB} MiB: spegel median ${fmt(s)} MB/s, nginx median ${fmt(n)} MB/s, ratio ${ratio(s, n)}`)
+  log(line('HEAD manifest'))
+  log(line('GET manifest'))
+  log(`reference, bare Node (${process.version}, 1 MiB highWaterMark): blob ${fmt(ref1)} MB/s (spegel/node ${ratio(s, ref1)}), ` +
+    `HEAD ${fmt(reqs('HEAD manifest', node))} req/s (spegel/node ${ratio(reqs('HEAD manifest', 'spegel'), reqs('HEAD manifest', node))}), ` +
+    `GET ${fmt(reqs('GET manifest', node))} req/s (spegel/node ${ratio(reqs('GET manifest', 'spegel'), reqs('GET manifest', node))})`)
+}
+
+let exitCode = 0
+try {
+  await main()
+} catch (err) {
+  exitCode = 1
+  process.stderr.write(`serve-blob failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+} finally {
+  await cleanupAll()
+}
+process.exitCode = exitCode

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine (as root): installs what the tests need
+# when it is missing, then installs npm packages, builds, type-checks and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+command -v ctr >/dev/null 2>&1 || missing+=(containerd)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "error: the tests need: ${missing[*]} (install them as root: apt-get install -y ${missing[*]})" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q "${missing[@]}"
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "warning: not root: integration tests that start containerd will be skipped" >&2
+fi
+
+npm ci --no-audit --no-fund
+npm run build
+npm test

@@ -1,0 +1,138 @@
+import http from 'node:http'
+import { once } from 'node:events'
+import { Registry as PromRegistry } from 'prom-client'
+import type { RegistryConfig, HostPort } from '../config/index.js'
+import { ContainerdStore, ContainerdSupervisor } from '../containerd/index.js'
+import { createServer } from '../http/index.js'
+import { buildFilters } from '../oci/index.js'
+import { createLogger, parseLogLevel, type Logger } from '../observability/logger.js'
+import { createMetrics } from '../observability/metrics.js'
+import { createRegistryHandler } from '../registry/handler.js'
+import { loadBasicAuth } from '../registry/basic-auth.js'
+import { LocalOnlyRouter } from '../routing/memory-router.js'
+import { startSync } from '../routing/sync.js'
+
+function listenHost (address: HostPort): string | undefined {
+  return address.host === '' ? undefined : address.host.replace(/^\[(.*)\]$/, '$1')
+}
+
+async function listen (server: http.Server, address: HostPort): Promise<void> {
+  server.listen(address.port, listenHost(address))
+  await Promise.race([
+    once(server, 'listening'),
+    once(server, 'error').then(([err]) => { throw err as Error })
+  ])
+}
+
+function closeServer (server: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => { resolve() })
+    server.closeIdleConnections()
+  })
+}
+
+/** Everything `spegel registry` runs, built and wired here and nowhere else. */
+export interface RegistryRuntime {
+  /** Aborted on SIGINT/SIGTERM by main.ts. */
+  shutdown: AbortSignal
+  log?: Logger
+}
+
+export async function runRegistry (config: RegistryConfig, runtime: RegistryRuntime): Promise<number> {
+  const log = runtime.log ?? createLogger({ level: parseLogLevel(config.logLevel) ?? 'info' })
+  let filters
+  try {
+    filters = buildFilters(config.mirroredRegistries, config.registryFilters)
+  } catch (err) {
+    log.error({ err: (err as Error).message }, 'exit with error')
+    return 1
+  }
+  let basicAuth
+  try {
+    basicAuth = await loadBasicAuth(process.env.SPEGEL_BASIC_AUTH_DIR)
+  } catch (err) {
+    log.error({ err: (err as Error).message }, 'exit with error')
+    return 1
+  }
+
+  const promRegistry = new PromRegistry()
+  const metrics = createMetrics(promRegistry)
+
+  let previousState = 'connecting'
+  const supervisor: ContainerdSupervisor = new ContainerdSupervisor({
+    log,
+    onStateChange: (state) => {
+      if (state.name === 'connected' && previousState === 'unavailable') metrics.containerdReconnects.inc()
+      previousState = state.name
+      metrics.setContainerdState(state.name)
+      metrics.containerdUp.set(state.name === 'connected' ? 1 : 0)
+    }
+  }, {
+    socketPath: config.containerdSock,
+    isSocketExplicit: config.containerdSockExplicit,
+    namespace: config.containerdNamespace,
+    session: (client, signal) => store.session(client, signal)
+  })
+  const store = new ContainerdStore({ log, supervisor }, { contentPath: config.containerdContentPath, filters })
+  const router = new LocalOnlyRouter()
+  const stopSync = startSync({
+    store,
+    router,
+    log,
+    onAdvertised: () => {
+      metrics.advertisedImageTags.reset()
+      metrics.advertisedImageDigests.reset()
+      metrics.advertisedContentDigests.reset()
+      for (const [registry, counts] of store.advertisedCounts()) {
+        metrics.advertisedImageTags.set({ registry }, counts.tags)
+        metrics.advertisedImageDigests.set({ registry }, counts.images)
+        metrics.advertisedContentDigests.set({ registry }, counts.contents)
+      }
+    }
+  })
+
+  const handler = createRegistryHandler({ store, router, metrics, log }, { filters, basicAuth })
+  const registryServer = createServer(handler, { log })
+  const metricsServer = http.createServer((req, res) => {
+    if (req.url === '/metrics' && (req.method === 'GET' || req.method === 'HEAD')) {
+      promRegistry.metrics().then((body) => {
+        res.writeHead(200, { 'Content-Type': promRegistry.contentType, 'Content-Length': Buffer.byteLength(body) })
+        res.end(req.method === 'HEAD' ? undefined : body)
+      }, (err: unknown) => {
+        log.error({ err }, 'could not render metrics')
+        res.writeHead(500).end()
+      })
+      return
+    }
+    res.writeHead(404, { 'Content-Length': 0 }).end()
+  })
+
+  // A containerd that is missing or broken is not a reason to exit: we serve, report
+  // not-ready and reconnect. Only our own listeners failing is fatal.
+  supervisor.start()
+  try {
+    await listen(registryServer, config.registryAddr)
+    await listen(metricsServer, config.metricsAddr)
+  } catch (err) {
+    log.error({ err: (err as Error).message }, 'exit with error')
+    stopSync()
+    await supervisor.stop()
+    registryServer.close()
+    metricsServer.close()
+    return 1
+  }
+  log.info({ registry: addressText(registryServer), metrics: addressText(metricsServer), containerdSock: config.containerdSock }, 'running spegel')
+
+  if (!runtime.shutdown.aborted) await once(runtime.shutdown, 'abort')
+  log.info('shutting down')
+  stopSync()
+  await Promise.all([closeServer(registryServer), closeServer(metricsServer), supervisor.stop()])
+  log.info('exit gracefully')
+  return 0
+}
+
+function addressText (server: http.Server): string {
+  const address = server.address()
+  if (address === null || typeof address === 'string') return String(address)
+  return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`
+}

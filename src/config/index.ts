@@ -1,0 +1,12 @@
+export { ConfigError, type ConfigErrorInit } from './errors.js'
+export { parseDuration } from './duration.js'
+export { parseHostPort, type HostPort } from './host-port.js'
+export type { LogLevel } from './values.js'
+export type { Env, FlagValues, Setting, ScalarSetting, ListSetting, ValueSource } from './setting.js'
+export { settingHelp } from './setting.js'
+export type { BootstrapKind, OutputFormat } from './settings.js'
+export {
+  parseRegistryConfig, parseDoctorConfig, parseVersionConfig,
+  registrySettings, doctorSettings, versionSettings, globalSettings,
+  type RegistryConfig, type DoctorConfig, type VersionConfig, type ParseResult
+} from './commands.js'

@@ -1,0 +1,235 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Logger } from '../observability/logger.js'
+import { ContainerdClient, grpc } from './client.js'
+import { chooseSocket, diagnoseSocket, probeSocket, type SocketDiagnosis } from './diagnose.js'
+import { BACKOFF_INITIAL_MS, BACKOFF_MAX_MS, STILL_DOWN_ALERT_MS, VERSION_TIMEOUT_MS } from './constants.js'
+
+export type ContainerdStateName = 'connecting' | 'connected' | 'unavailable' | 'stopped'
+
+export interface ContainerdState {
+  readonly name: ContainerdStateName
+  readonly socketPath: string
+  /** Short reason for /readyz when not connected. */
+  readonly reason?: string
+  readonly diagnosis?: SocketDiagnosis
+  readonly version?: string
+  readonly since: number
+}
+
+/**
+ * Runs for as long as containerd stays reachable on one client; resolves or rejects when
+ * the connection is lost (event stream dropped). The supervisor then reconnects with a new
+ * client and calls it again, so nothing needs a process restart.
+ */
+export type SessionRunner = (client: ContainerdClient, signal: AbortSignal) => Promise<void>
+
+export interface SupervisorComponents {
+  log: Logger
+  onStateChange?: (state: ContainerdState) => void
+}
+
+export interface SupervisorInit {
+  socketPath: string
+  /** The socket was set with --containerd-sock/CONTAINERD_SOCK: never search elsewhere. */
+  isSocketExplicit: boolean
+  namespace: string
+  session: SessionRunner
+  initialBackoffMs?: number
+  maxBackoffMs?: number
+}
+
+/** Full jitter on an exponential curve: spreads a fleet of restarting nodes apart. */
+export function backoffDelayMs (attempt: number, initialMs: number, maxMs: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 30))
+  return Math.round(ceiling / 2 + random() * ceiling / 2)
+}
+
+/**
+ * Owns the connection to containerd: finds the socket, dials with backoff, diagnoses
+ * failures (logged once per change of cause), runs the session while connected and
+ * reconnects when containerd restarts.
+ */
+export class ContainerdSupervisor {
+  private readonly log: Logger
+  private readonly onStateChange?: (state: ContainerdState) => void
+  private readonly init: Required<SupervisorInit>
+  private currentState: ContainerdState
+  private currentClient: ContainerdClient | undefined
+  private controller: AbortController | undefined
+  private loop: Promise<void> | undefined
+  private wake: (() => void) | undefined
+  private lastProblemKey: string | undefined
+  private alertTimer: NodeJS.Timeout | undefined
+  private chosenSocketLogged: string | undefined
+  reconnects = 0
+
+  constructor (components: SupervisorComponents, init: SupervisorInit) {
+    this.log = components.log.child({ component: 'containerd' })
+    this.onStateChange = components.onStateChange
+    this.init = { initialBackoffMs: BACKOFF_INITIAL_MS, maxBackoffMs: BACKOFF_MAX_MS, ...init }
+    this.currentState = { name: 'connecting', socketPath: init.socketPath, reason: `containerd: connecting to ${init.socketPath}`, since: Date.now() }
+  }
+
+  state (): ContainerdState {
+    return this.currentState
+  }
+
+  /** The connected client, or undefined while containerd is unreachable. */
+  client (): ContainerdClient | undefined {
+    return this.currentState.name === 'connected' ? this.currentClient : undefined
+  }
+
+  start (): void {
+    if (this.loop !== undefined) return
+    this.controller = new AbortController()
+    const signal = this.controller.signal
+    this.loop = this.run(signal).catch((err: unknown) => {
+      if (!signal.aborted) this.log.error({ err }, 'containerd supervisor stopped unexpectedly')
+    })
+  }
+
+  async stop (): Promise<void> {
+    this.controller?.abort()
+    this.wake?.()
+    await this.loop
+    this.loop = undefined
+    this.currentClient?.close()
+    this.currentClient = undefined
+    if (this.alertTimer !== undefined) clearTimeout(this.alertTimer)
+    this.setState({ name: 'stopped', socketPath: this.currentState.socketPath, reason: 'containerd: stopped', since: Date.now() })
+  }
+
+  private setState (state: ContainerdState): void {
+    this.currentState = state
+    this.onStateChange?.(state)
+  }
+
+  private async run (signal: AbortSignal): Promise<void> {
+    let attempt = 0
+    while (!signal.aborted) {
+      const choice = await chooseSocket(this.init.socketPath, this.init.isSocketExplicit)
+      if (choice.socketPath !== this.chosenSocketLogged) {
+        this.chosenSocketLogged = choice.socketPath
+        if (choice.source === 'well-known') {
+          this.log.info({ event: 'containerd_socket_discovered', path: choice.socketPath, distribution: choice.distribution, candidates: choice.candidatesFound },
+            'default containerd socket absent; using a well-known socket')
+        }
+      }
+      const socketPath = choice.socketPath
+      const errno = await probeSocket(socketPath)
+      if (errno !== undefined) {
+        await this.markUnavailable(await diagnoseSocket(socketPath, errno))
+        await this.pause(attempt++, socketPath, signal)
+        continue
+      }
+      const client = new ContainerdClient({ socketPath, namespace: this.init.namespace })
+      let version: string
+      try {
+        version = (await client.getVersion({ timeoutMs: VERSION_TIMEOUT_MS, signal })).version
+      } catch (err) {
+        client.close()
+        if (signal.aborted) break
+        await this.markUnavailable(await diagnoseSocket(socketPath, undefined, errorText(err)))
+        await this.pause(attempt++, socketPath, signal)
+        continue
+      }
+      attempt = 0
+      await this.runConnected(client, socketPath, version, signal)
+    }
+  }
+
+  private async runConnected (client: ContainerdClient, socketPath: string, version: string, signal: AbortSignal): Promise<void> {
+    const wasDown = this.currentState.name === 'unavailable'
+    if (wasDown) this.reconnects++
+    this.currentClient = client
+    this.lastProblemKey = undefined
+    if (this.alertTimer !== undefined) clearTimeout(this.alertTimer)
+    this.setState({ name: 'connected', socketPath, version, since: Date.now() })
+    this.log.info({ event: 'containerd_connected', path: socketPath, version, namespace: this.init.namespace, reconnected: wasDown }, 'connected to containerd')
+
+    const session = new AbortController()
+    const onStop = (): void => { session.abort() }
+    signal.addEventListener('abort', onStop, { once: true })
+    client.watchConnectivity((state) => {
+      // After a working connection, these mean the daemon went away; the event stream
+      // usually reports it first, this is the safety net for idle periods.
+      if (state === grpc.connectivityState.TRANSIENT_FAILURE || state === grpc.connectivityState.SHUTDOWN) session.abort()
+    })
+    let lostBecause = 'connection lost'
+    try {
+      await this.init.session(client, session.signal)
+    } catch (err) {
+      lostBecause = errorText(err)
+    } finally {
+      signal.removeEventListener('abort', onStop)
+      session.abort()
+      this.currentClient = undefined
+      client.close()
+    }
+    if (signal.aborted) return
+    this.log.warn({ event: 'containerd_disconnected', path: socketPath, reason: lostBecause }, 'lost connection to containerd; reconnecting')
+    this.setState({ name: 'unavailable', socketPath, reason: `containerd: connection lost (${lostBecause})`, since: Date.now() })
+  }
+
+  private async markUnavailable (diagnosis: SocketDiagnosis): Promise<void> {
+    const reason = diagnosis.errno !== undefined
+      ? `containerd: connect ${diagnosis.errno} ${diagnosis.socketPath}`
+      : `containerd: ${diagnosis.message}`
+    const key = `${diagnosis.problem}|${diagnosis.errno ?? ''}|${diagnosis.socketPath}`
+    const since = this.currentState.name === 'unavailable' || this.currentState.name === 'connecting' ? this.currentState.since : Date.now()
+    this.setState({ name: 'unavailable', socketPath: diagnosis.socketPath, reason, diagnosis, since })
+    if (key === this.lastProblemKey) return
+    this.lastProblemKey = key
+    this.log.warn({
+      event: 'containerd_unavailable',
+      reason: diagnosis.problem,
+      errno: diagnosis.errno,
+      path: diagnosis.socketPath,
+      fix: diagnosis.fix,
+      ...diagnosis.details
+    }, diagnosis.message)
+    if (this.alertTimer !== undefined) clearTimeout(this.alertTimer)
+    // One louder line if it does not heal by itself, for alerting on log level.
+    this.alertTimer = setTimeout(() => {
+      if (this.currentState.name !== 'unavailable') return
+      this.log.error({ event: 'containerd_still_unavailable', reason: diagnosis.problem, errno: diagnosis.errno, path: diagnosis.socketPath, fix: diagnosis.fix, downForMs: Date.now() - since },
+        'containerd still unavailable')
+    }, STILL_DOWN_ALERT_MS)
+    this.alertTimer.unref()
+  }
+
+  /**
+   * Waits before the next dial, but wakes early when the socket's directory changes:
+   * containerd (re)creating its socket is then noticed at once instead of after the backoff.
+   */
+  private async pause (attempt: number, socketPath: string, signal: AbortSignal): Promise<void> {
+    const delay = backoffDelayMs(attempt, this.init.initialBackoffMs, this.init.maxBackoffMs)
+    const waker = new AbortController()
+    this.wake = () => { waker.abort() }
+    let watcher: fs.FSWatcher | undefined
+    const dir = path.dirname(socketPath)
+    try {
+      watcher = fs.watch(dir, { persistent: false }, () => { waker.abort() })
+      watcher.on('error', () => { /* directory vanished: the timer still wakes us */ })
+    } catch {
+      watcher = undefined // directory does not exist yet; rely on the timer
+    }
+    try {
+      await sleep(delay, undefined, { signal: AbortSignal.any([signal, waker.signal]) })
+    } catch {
+      // woken early by a directory change or stop(); the loop re-checks the signal
+    } finally {
+      watcher?.close()
+      this.wake = undefined
+    }
+    // Let a freshly created socket start listening before we dial it.
+    if (waker.signal.aborted && !signal.aborted) await sleep(20)
+  }
+}
+
+function errorText (err: unknown): string {
+  if (err instanceof Error) return err.message
+  return String(err)
+}

@@ -1,0 +1,112 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Logger } from '../observability/logger.js'
+import type { Metrics } from '../observability/metrics.js'
+import { writeError } from './errors.js'
+import { clientIp, requestTarget, trackResponse, type ResponseRecord } from './response.js'
+
+export type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>
+
+export interface Route {
+  /**
+   * `/exact`, or `/prefix/*` which matches `/prefix` and everything below `/prefix/`.
+   * Also the metrics `handler` label, so labels never carry raw paths.
+   */
+  readonly pattern: string
+  readonly handler: Handler
+  /** Measured but never logged (probes: a log line every few seconds is noise). */
+  readonly isQuiet?: boolean
+}
+
+export interface MuxComponents {
+  log: Logger
+  metrics?: Pick<Metrics, 'httpRequestDurationSeconds' | 'httpResponseSizeBytes' | 'httpRequestsInflight'>
+}
+
+/**
+ * Routes on the raw request path (no dot-segment or percent-decoding, so `/v2/../x` reaches
+ * the `/v2/*` handler and is rejected there instead of silently becoming `/x`), and writes one
+ * log line and one set of metrics per request when the response closes.
+ */
+export function createMux (components: MuxComponents, routes: readonly Route[]): (req: IncomingMessage, res: ServerResponse) => void {
+  const { log, metrics } = components
+  const matchers = routes.map((route) => ({ route, matches: matcher(route.pattern) }))
+
+  return (req, res) => {
+    const started = performance.now()
+    const { pathname } = requestTarget(req)
+    const route = matchers.find((m) => m.matches(pathname))?.route
+
+    if (route === undefined) {
+      res.once('close', () => {
+        log.debug({ method: req.method, path: pathname, status: res.statusCode, ip: clientIp(req), durationMs: elapsedMs(started) }, 'page not found')
+      })
+      res.writeHead(404, { 'Content-Length': 0 })
+      res.end()
+      return
+    }
+
+    const record = trackResponse(req, res, route.pattern)
+    const method = req.method ?? ''
+    metrics?.httpRequestsInflight.inc({ handler: route.pattern })
+    res.once('close', () => {
+      const durationMs = elapsedMs(started)
+      const code = String(res.statusCode)
+      metrics?.httpRequestsInflight.dec({ handler: route.pattern })
+      metrics?.httpRequestDurationSeconds.observe({ handler: route.pattern, method, code }, durationMs / 1000)
+      metrics?.httpResponseSizeBytes.observe({ handler: route.pattern, method, code }, record.bytesWritten)
+      if (route.isQuiet !== true) logRequest(log, req, res, pathname, record, durationMs)
+    })
+
+    try {
+      const result = route.handler(req, res)
+      if (result instanceof Promise) result.catch((err: unknown) => { writeError(res, err) })
+    } catch (err) {
+      writeError(res, err)
+    }
+  }
+}
+
+function matcher (pattern: string): (pathname: string) => boolean {
+  if (pattern.endsWith('/*')) {
+    const base = pattern.slice(0, -2)
+    return (p) => p === base || p.startsWith(`${base}/`)
+  }
+  return (p) => p === pattern
+}
+
+function elapsedMs (started: number): number {
+  return Math.round((performance.now() - started) * 1000) / 1000
+}
+
+function isAbort (err: unknown): boolean {
+  return err instanceof Error && err.name === 'AbortError'
+}
+
+function logRequest (log: Logger, req: IncomingMessage, res: ServerResponse, pathname: string, record: ResponseRecord, durationMs: number): void {
+  const status = res.statusCode
+  // Closed before the last byte was flushed, by the client or by us after a mid-body failure.
+  const isAborted = !res.writableFinished
+  const fields: Record<string, unknown> = {
+    ...record.attrs,
+    handler: record.handler,
+    method: req.method,
+    path: pathname,
+    status,
+    durationMs,
+    bytes: record.bytesWritten,
+    ip: clientIp(req)
+  }
+  if (isAborted) fields.aborted = true
+  if (record.error !== undefined) fields.err = record.error
+
+  if (status >= 500) {
+    log.error(fields, 'request')
+  } else if (status >= 400 && status !== 404) {
+    log.warn(fields, 'request')
+  } else if (record.error !== undefined && !isAbort(record.error) && status < 400) {
+    // A success status with an error attached means the body broke after the headers went out.
+    log.error(fields, 'request')
+  } else {
+    log.debug(fields, 'request')
+  }
+}

@@ -1,0 +1,55 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { Registry, register as globalRegistry } from 'prom-client'
+import { RESPONSE_SIZE_BUCKETS, createMetrics } from './metrics.js'
+
+describe('createMetrics', () => {
+  it('registers Spegel names on the given registry only, twice without collision', async () => {
+    const before = (await globalRegistry.getMetricsAsJSON()).length
+    const a = createMetrics(new Registry())
+    const b = createMetrics(new Registry())
+    a.mirrorRequests.inc({ registry: 'docker.io', cache: 'hit' })
+    b.mirrorRequests.inc({ registry: 'docker.io', cache: 'miss' })
+    assert.equal((await globalRegistry.getMetricsAsJSON()).length, before)
+
+    const text = await a.registry.metrics()
+    for (const name of [
+      'spegel_mirror_requests_total', 'spegel_mirror_last_success_timestamp_seconds',
+      'spegel_resolve_duration_seconds', 'spegel_advertised_image_tags',
+      'spegel_advertised_image_digests', 'spegel_advertised_content_digests',
+      'http_request_duration_seconds', 'http_response_size_bytes', 'http_requests_inflight',
+      'spegel_containerd_up', 'spegel_containerd_reconnects_total', 'spegel_containerd_state',
+      'process_cpu_user_seconds_total', 'nodejs_eventloop_lag_seconds'
+    ]) {
+      assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name)
+    }
+    assert.match(text, /^spegel_mirror_requests_total\{registry="docker.io",cache="hit"\} 1$/m)
+    assert.doesNotMatch(text, /cache="miss"/)
+  })
+
+  it('uses 1024 × 5^i response size buckets', () => {
+    assert.deepEqual(RESPONSE_SIZE_BUCKETS, [1024, 5120, 25600, 128000, 640000, 3.2e6, 1.6e7, 8e7, 4e8, 2e9])
+  })
+
+  it('keeps exactly one containerd state at 1', async () => {
+    const m = createMetrics(new Registry(), { collectDefault: false })
+    m.setContainerdState('connecting')
+    m.setContainerdState('ready')
+    m.setContainerdState('unavailable')
+    const text = await m.registry.metrics()
+    assert.match(text, /^spegel_containerd_state\{state="connecting"\} 0$/m)
+    assert.match(text, /^spegel_containerd_state\{state="ready"\} 0$/m)
+    assert.match(text, /^spegel_containerd_state\{state="unavailable"\} 1$/m)
+    assert.doesNotMatch(text, /^process_/m)
+  })
+
+  it('counts advertised tags per registry and digests', async () => {
+    const m = createMetrics(new Registry(), { collectDefault: false })
+    m.setAdvertisedKeys(['sha256:a', 'sha256:b', 'docker.io/library/x:1', 'docker.io/library/x:2', 'ghcr.io/y/z:3'])
+    m.setAdvertisedKeys(['sha256:a', 'docker.io/library/x:1'])
+    const text = await m.registry.metrics()
+    assert.match(text, /^spegel_advertised_image_tags\{registry="docker.io"\} 1$/m)
+    assert.doesNotMatch(text, /registry="ghcr.io"/)
+    assert.match(text, /^spegel_advertised_content_digests\{registry=""\} 1$/m)
+  })
+})

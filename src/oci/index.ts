@@ -1,0 +1,7 @@
+export * from './errors.js'
+export * from './digest.js'
+export * from './reference.js'
+export * from './distribution.js'
+export * from './range.js'
+export * from './media-type.js'
+export * from './filter.js'

@@ -1,0 +1,291 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { addLogAttrs, attachError, createMux, requestTarget, writeError } from '../http/index.js'
+import {
+  MEDIA_TYPE_OCTET_STREAM, OciError, RangeNotSatisfiableError, contentRangeHeader, isFiltered,
+  isManifestMediaType, methodNotAllowed, parseDistributionPath, parseRangeHeader, rangeLength, resolveRange,
+  type DistributionKind, type DistributionRequest, type RangeSpec, type ReferenceFilter, type ResolvedRange
+} from '../oci/index.js'
+import type { Logger } from '../observability/logger.js'
+import type { Metrics } from '../observability/metrics.js'
+import type { Router } from '../routing/index.js'
+import { NotFoundError, StoreUnavailableError, type Descriptor, type Store } from '../store/index.js'
+
+/** Set by Spegel peers on requests to each other: serve from local content only, never forward. */
+export const MIRRORED_HEADER = 'x-spegel-mirrored'
+/** Manifests are read whole before the headers go out; containerd refuses bigger ones anyway. */
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+/**
+ * Serves a request for content this node does not hold (the peer-fetch seam). Resolves true
+ * when it answered the request, false to let the handler answer 404. `signal` aborts when
+ * the client goes away.
+ */
+export type MirrorHandler = (req: IncomingMessage, res: ServerResponse, request: DistributionRequest, signal: AbortSignal) => Promise<boolean>
+
+export interface RegistryComponents {
+  store: Store
+  router: Router
+  metrics: Metrics
+  log: Logger
+}
+
+export interface RegistryInit {
+  filters: readonly ReferenceFilter[]
+  basicAuth?: { username: string, password: string }
+  /** Extra readiness condition on top of the store's and the router's. */
+  isReady?: () => { isReady: boolean, reason?: string }
+  mirror?: MirrorHandler
+}
+
+const ALLOW = 'GET, HEAD'
+
+/**
+ * The registry server's request handler: `/readyz`, `/livez` and the pull-only `/v2/` API
+ * over local content. Every error becomes a response in `writeError`, with the status taken
+ * from the OciError; nothing here picks a status for an error.
+ */
+export function createRegistryHandler (components: RegistryComponents, init: RegistryInit): (req: IncomingMessage, res: ServerResponse) => void {
+  const { store, router, metrics } = components
+  const log = components.log.child({ component: 'registry' })
+  const credentials = init.basicAuth === undefined
+    ? undefined
+    : { username: digestOf(Buffer.from(init.basicAuth.username, 'utf8')), password: digestOf(Buffer.from(init.basicAuth.password, 'utf8')) }
+
+  const readyz = (req: IncomingMessage, res: ServerResponse): void => {
+    const reason = notReadyReason()
+    sendText(req, res, reason === undefined ? 200 : 503, reason ?? 'ok')
+  }
+
+  const livez = (req: IncomingMessage, res: ServerResponse): void => {
+    sendText(req, res, 200, 'ok')
+  }
+
+  function notReadyReason (): string | undefined {
+    const s = store.readiness()
+    if (!s.isReady) return s.reason ?? `${store.name}: not ready`
+    const r = router.readiness()
+    if (!r.isReady) return `router: ${r.reason ?? 'not ready'}`
+    const extra = init.isReady?.()
+    if (extra !== undefined && !extra.isReady) return extra.reason ?? 'not ready'
+    return undefined
+  }
+
+  async function v2 (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (credentials !== undefined && !isAuthorized(req.headers.authorization, credentials)) {
+      throw new OciError('UNAUTHORIZED', 'invalid credentials')
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      writeError(res, methodNotAllowed(req.method ?? ''), { headers: { Allow: ALLOW } })
+      return
+    }
+    const { pathname, query } = requestTarget(req)
+    if (pathname === '/v2' || pathname === '/v2/') {
+      send(req, res, 200, { 'Content-Type': 'application/json', 'Docker-Distribution-API-Version': 'registry/2.0' }, Buffer.from('{}'))
+      return
+    }
+
+    const request = parseDistributionPath(pathname, query.get('ns'))
+    addLogAttrs(res, {
+      ...(request.registry === '' ? {} : { registry: request.registry }),
+      ...(request.digest === undefined ? { ref: request.key } : { digest: request.digest })
+    })
+    if (isFiltered(init.filters, { registry: request.registry, repository: request.repository, tag: request.tag })) {
+      throw unknownContent(request.kind, 'filtered by registry filters')
+    }
+
+    // A malformed Range is only reported once the blob's size is known (for Content-Range).
+    let rangeSpec: RangeSpec | undefined
+    let rangeError: RangeNotSatisfiableError | undefined
+    if (request.kind === 'blob') {
+      try {
+        rangeSpec = parseRangeHeader(req.headers.range)
+      } catch (err) {
+        if (!(err instanceof RangeNotSatisfiableError)) throw err
+        rangeError = err
+      }
+    }
+
+    const signal = requestSignal(res)
+    let descriptor: Descriptor
+    try {
+      const digest = request.digest ?? await store.resolve(request.key, { signal })
+      descriptor = await store.stat(digest, { signal })
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw storeError(request.kind, err)
+      if (rangeError !== undefined) throw rangeError
+      if (req.headers[MIRRORED_HEADER] !== 'true' && init.mirror !== undefined) {
+        if (await mirror(req, res, request, signal, init.mirror)) return
+        if (res.headersSent) return
+      }
+      throw unknownContent(request.kind, `could not find ${request.key} on this node`, err)
+    }
+
+    const headers: OutgoingHttpHeaders = { 'Docker-Content-Digest': descriptor.digest }
+    if (request.registry !== '') headers['OCI-Namespace'] = request.registry
+    if (request.kind === 'manifest') {
+      await serveManifest(req, res, descriptor, headers, signal)
+    } else {
+      const range = rangeError !== undefined ? rangeError.withSizeBytes(descriptor.sizeBytes) : rangeSpec
+      await serveBlob(req, res, descriptor, headers, range, signal)
+    }
+  }
+
+  async function mirror (req: IncomingMessage, res: ServerResponse, request: DistributionRequest, signal: AbortSignal, handler: MirrorHandler): Promise<boolean> {
+    let isHit = false
+    try {
+      isHit = await handler(req, res, request, signal)
+      return isHit
+    } finally {
+      metrics.mirrorRequests.inc({ registry: request.registry, cache: isHit ? 'hit' : 'miss' })
+      if (isHit) metrics.mirrorLastSuccessTimestampSeconds.setToCurrentTime()
+    }
+  }
+
+  async function serveManifest (req: IncomingMessage, res: ServerResponse, descriptor: Descriptor, headers: OutgoingHttpHeaders, signal: AbortSignal): Promise<void> {
+    const { digest, sizeBytes, mediaType } = descriptor
+    if (!isManifestMediaType(mediaType)) throw unknownContent('manifest', `${digest} is not a manifest`)
+    if (sizeBytes > MAX_MANIFEST_BYTES) throw unknownContent('manifest', `manifest ${digest} is larger than ${MAX_MANIFEST_BYTES} bytes`)
+    headers['Content-Type'] = mediaType
+    headers['Content-Length'] = sizeBytes
+    if (req.method === 'HEAD') {
+      send(req, res, 200, headers)
+      return
+    }
+    const body = await readManifest(await openContent('manifest', digest, undefined, signal), descriptor)
+    send(req, res, 200, headers, body)
+  }
+
+  async function serveBlob (req: IncomingMessage, res: ServerResponse, descriptor: Descriptor, headers: OutgoingHttpHeaders, rangeSpec: RangeSpec | RangeNotSatisfiableError | undefined, signal: AbortSignal): Promise<void> {
+    const { digest, sizeBytes, mediaType } = descriptor
+    if (isManifestMediaType(mediaType)) throw unknownContent('blob', `${digest} is a manifest, not a blob`)
+    if (rangeSpec instanceof RangeNotSatisfiableError) throw rangeSpec
+    const range = rangeSpec === undefined ? undefined : resolveRange(rangeSpec, sizeBytes)
+    headers['Accept-Ranges'] = 'bytes'
+    let status = 200
+    if (range === undefined) {
+      headers['Content-Type'] = mediaType
+      headers['Content-Length'] = sizeBytes
+    } else {
+      status = 206
+      headers['Content-Type'] = MEDIA_TYPE_OCTET_STREAM
+      headers['Content-Length'] = rangeLength(range)
+      headers['Content-Range'] = contentRangeHeader(range, sizeBytes)
+    }
+    if (req.method === 'HEAD') {
+      send(req, res, status, headers)
+      return
+    }
+    // Open before the headers go out, so a failure can still be a proper error response.
+    const stream = await openContent('blob', digest, range, signal)
+    res.writeHead(status, headers)
+    try {
+      await pipeline(stream, res)
+    } catch (err) {
+      // A client hanging up is routine (containerd's chunked fetch closes early); only our failures count.
+      if (signal.aborted) return
+      attachError(res, err)
+      log.debug({ err, digest }, 'blob stream failed')
+      res.destroy()
+    }
+  }
+
+  async function openContent (kind: DistributionKind, digest: string, range: ResolvedRange | undefined, signal: AbortSignal): Promise<Readable> {
+    try {
+      return await store.open(digest, range === undefined ? { signal } : { range, signal })
+    } catch (err) {
+      // Removed between stat and open: the same miss as if it had never been here.
+      if (err instanceof NotFoundError) throw unknownContent(kind, `could not find ${digest} on this node`, err)
+      throw storeError(kind, err)
+    }
+  }
+
+  function storeError (kind: DistributionKind, err: unknown): unknown {
+    // 404 at once, so containerd falls back to the next host instead of waiting on us.
+    if (err instanceof StoreUnavailableError) return unknownContent(kind, `${store.name} unavailable: ${err.reason}`, err)
+    return err
+  }
+
+  return createMux({ log, metrics }, [
+    { pattern: '/readyz', handler: probe(readyz), isQuiet: true },
+    { pattern: '/livez', handler: probe(livez), isQuiet: true },
+    { pattern: '/v2/*', handler: v2 }
+  ])
+}
+
+function probe (handler: (req: IncomingMessage, res: ServerResponse) => void): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      send(req, res, 405, { Allow: ALLOW })
+      return
+    }
+    handler(req, res)
+  }
+}
+
+function unknownContent (kind: DistributionKind, message: string, cause?: unknown): OciError {
+  return new OciError(kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN', message, cause === undefined ? {} : { cause })
+}
+
+/** Aborts when the client goes away before the response is complete. */
+function requestSignal (res: ServerResponse): AbortSignal {
+  const controller = new AbortController()
+  res.once('close', () => {
+    if (!res.writableFinished) controller.abort()
+  })
+  return controller.signal
+}
+
+function send (req: IncomingMessage, res: ServerResponse, status: number, headers: OutgoingHttpHeaders, body?: Buffer): void {
+  if (!('Content-Length' in headers)) headers['Content-Length'] = body?.length ?? 0
+  res.writeHead(status, headers)
+  res.end(req.method === 'HEAD' ? undefined : body)
+}
+
+function sendText (req: IncomingMessage, res: ServerResponse, status: number, text: string): void {
+  send(req, res, status, { 'Content-Type': 'text/plain; charset=utf-8' }, Buffer.from(text, 'utf8'))
+}
+
+/** Reads a whole manifest and checks it against its descriptor, so a corrupt store never reaches containerd. */
+async function readManifest (stream: Readable, descriptor: Descriptor): Promise<Buffer> {
+  const parts: Buffer[] = []
+  let length = 0
+  for await (const chunk of stream) {
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array)
+    length += buf.length
+    if (length > descriptor.sizeBytes) {
+      stream.destroy()
+      throw new Error(`manifest ${descriptor.digest} is longer than its size ${descriptor.sizeBytes}`)
+    }
+    parts.push(buf)
+  }
+  const body = Buffer.concat(parts, length)
+  if (length !== descriptor.sizeBytes) throw new Error(`manifest ${descriptor.digest} is ${length} bytes, expected ${descriptor.sizeBytes}`)
+  const [algorithm = '', hex = ''] = descriptor.digest.split(':')
+  if (createHash(algorithm).update(body).digest('hex') !== hex) throw new Error(`manifest ${descriptor.digest} does not match its digest`)
+  return body
+}
+
+function digestOf (bytes: Buffer): Buffer {
+  return createHash('sha256').update(bytes).digest()
+}
+
+const BASIC = /^basic ([A-Za-z0-9+/]*={0,2})$/i
+
+/**
+ * Constant-time check of `Authorization: Basic …`. Both sides are hashed first so the
+ * comparison runs on equal-length buffers and leaks neither content nor length, and both
+ * fields are always compared so timing does not reveal which one was wrong.
+ */
+function isAuthorized (header: string | undefined, expected: { username: Buffer, password: Buffer }): boolean {
+  const m = header === undefined ? null : BASIC.exec(header)
+  if (m === null) return false
+  const decoded = Buffer.from(m[1] ?? '', 'base64')
+  const colon = decoded.indexOf(0x3a)
+  if (colon === -1) return false
+  const isUser = timingSafeEqual(digestOf(decoded.subarray(0, colon)), expected.username)
+  const isPassword = timingSafeEqual(digestOf(decoded.subarray(colon + 1)), expected.password)
+  return isUser && isPassword
+}

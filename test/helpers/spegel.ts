@@ -1,0 +1,143 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { once } from 'node:events'
+import { freePort, httpRequest } from './net.js'
+import { waitFor } from './wait.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+/** dist/test/helpers -> dist/src/main.js */
+export const MAIN_JS = path.resolve(here, '../../src/main.js')
+
+export interface LogLine {
+  readonly level?: string
+  readonly msg?: string
+  readonly event?: string
+  readonly [key: string]: unknown
+}
+
+export interface SpegelNodeInit {
+  containerdSock: string
+  /** Pass the socket flag (default true); false lets the node discover well-known paths. */
+  passSocketFlag?: boolean
+  contentPath?: string
+  host?: string
+  extraArgs?: string[]
+  env?: NodeJS.ProcessEnv
+  /** Run as this user through setpriv (e.g. `nobody`). */
+  runAsUser?: string
+  logLevel?: string
+}
+
+export interface SpegelNode {
+  readonly registryUrl: string
+  readonly metricsUrl: string
+  readonly process: ChildProcess
+  readonly logs: LogLine[]
+  readonly stderrText: () => string
+  readyz(): Promise<{ status: number, body: string }>
+  waitReady(timeoutMs?: number): Promise<void>
+  waitNotReady(timeoutMs?: number): Promise<string>
+  waitForLog(predicate: (line: LogLine) => boolean, what: string, timeoutMs?: number): Promise<LogLine>
+  stop(): Promise<number | null>
+  /** True while the same OS process is running (the node must never need a restart). */
+  isAlive(): boolean
+}
+
+export async function startSpegel (init: SpegelNodeInit): Promise<SpegelNode> {
+  const host = init.host ?? '127.0.0.1'
+  const registryPort = await freePort(host)
+  const metricsPort = await freePort(host)
+  const args = [
+    MAIN_JS, 'registry',
+    '--registry-addr', `${host}:${registryPort}`,
+    '--metrics-addr', `${host}:${metricsPort}`,
+    '--router-addr', `${host}:0`,
+    '--bootstrap-kind', 'static',
+    '--log-level', init.logLevel ?? 'DEBUG',
+    '--containerd-content-path', init.contentPath ?? '',
+    ...(init.passSocketFlag === false ? [] : ['--containerd-sock', init.containerdSock]),
+    ...(init.extraArgs ?? [])
+  ]
+  let command = process.execPath
+  let commandArgs = args
+  if (init.runAsUser !== undefined) {
+    command = 'setpriv'
+    commandArgs = ['--reuid', init.runAsUser, '--regid', 'nogroup', '--clear-groups', process.execPath, ...args]
+  }
+  const child = spawn(command, commandArgs, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, SPEGEL_BASIC_AUTH_DIR: '/nonexistent-basic-auth', ...init.env }
+  })
+  const killOnExit = (): void => { child.kill('SIGKILL') }
+  process.once('exit', killOnExit)
+  const logs: LogLine[] = []
+  let stderr = ''
+  let partial = ''
+  child.stderr?.setEncoding('utf8')
+  child.stderr?.on('data', (chunk: string) => {
+    stderr += chunk
+    partial += chunk
+    const lines = partial.split('\n')
+    partial = lines.pop() ?? ''
+    for (const line of lines) {
+      if (line.trim() === '') continue
+      try {
+        logs.push(JSON.parse(line) as LogLine)
+      } catch {
+        logs.push({ msg: line })
+      }
+    }
+  })
+  child.stdout?.resume()
+  let exitCode: number | null | undefined
+  child.once('exit', (code) => { exitCode = code; process.removeListener('exit', killOnExit) })
+
+  const registryUrl = `http://${host}:${registryPort}`
+  const metricsUrl = `http://${host}:${metricsPort}`
+  const readyz = async (): Promise<{ status: number, body: string }> => {
+    const res = await httpRequest(`${registryUrl}/readyz`, { method: 'GET' })
+    return { status: res.status, body: res.body.toString('utf8') }
+  }
+  const node: SpegelNode = {
+    registryUrl,
+    metricsUrl,
+    process: child,
+    logs,
+    stderrText: () => stderr,
+    readyz,
+    isAlive: () => exitCode === undefined,
+    async waitReady (timeoutMs = 20_000) {
+      await waitFor(async () => {
+        if (exitCode !== undefined) throw new Error(`spegel exited with ${String(exitCode)}: ${stderr.slice(-2000)}`)
+        return (await readyz()).status === 200
+      }, { timeoutMs, what: 'spegel /readyz to answer 200' })
+    },
+    async waitNotReady (timeoutMs = 20_000) {
+      return await waitFor(async () => {
+        if (exitCode !== undefined) throw new Error(`spegel exited with ${String(exitCode)}: ${stderr.slice(-2000)}`)
+        const r = await readyz()
+        return r.status === 503 ? r.body : undefined
+      }, { timeoutMs, what: 'spegel /readyz to answer 503' })
+    },
+    async waitForLog (predicate, what, timeoutMs = 20_000) {
+      return await waitFor(() => logs.find(predicate), { timeoutMs, what: `log line: ${what}` })
+    },
+    async stop () {
+      if (exitCode !== undefined) return exitCode
+      child.kill('SIGTERM')
+      const [code] = await once(child, 'exit') as [number | null]
+      return code
+    }
+  }
+  // The HTTP server starts before containerd is reached: wait for /livez only.
+  await waitFor(async () => {
+    if (exitCode !== undefined) throw new Error(`spegel exited with ${String(exitCode)}: ${stderr.slice(-2000)}`)
+    try {
+      return (await httpRequest(`${registryUrl}/livez`, { method: 'GET' })).status === 200
+    } catch {
+      return false
+    }
+  }, { timeoutMs: 15_000, what: 'spegel /livez' })
+  return node
+}
