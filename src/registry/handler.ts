@@ -184,8 +184,10 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
     try {
       await pipeline(stream, res)
     } catch (err) {
-      // A client hanging up is routine (containerd's chunked fetch closes early); only our failures count.
-      if (signal.aborted) return
+      // A client hanging up is routine (containerd's chunked fetch closes early); only our
+      // failures count. `signal` cannot tell them apart: pipeline destroys the response on a
+      // source error too, which closes it and fires the signal before we get here.
+      if (isClientGone(err)) return
       attachError(res, err)
       log.debug({ err, digest }, 'blob stream failed')
       res.destroy()
@@ -227,6 +229,12 @@ function probe (handler: (req: IncomingMessage, res: ServerResponse) => void): (
 
 function unknownContent (kind: DistributionKind, message: string, cause?: unknown): OciError {
   return new OciError(kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN', message, cause === undefined ? {} : { cause })
+}
+
+/** Errors pipeline reports when the response side closed first, or the request signal fired. */
+function isClientGone (err: unknown): boolean {
+  if (!(err instanceof Error)) return false
+  return err.name === 'AbortError' || (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE'
 }
 
 /** Aborts when the client goes away before the response is complete. */

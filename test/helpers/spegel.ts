@@ -37,7 +37,8 @@ export interface SpegelNode {
   readonly stderrText: () => string
   readyz(): Promise<{ status: number, body: string }>
   waitReady(timeoutMs?: number): Promise<void>
-  waitNotReady(timeoutMs?: number): Promise<string>
+  /** Waits for a 503 whose reason matches `reason` (any 503 when omitted); returns the reason. */
+  waitNotReady(reason?: RegExp, timeoutMs?: number): Promise<string>
   waitForLog(predicate: (line: LogLine) => boolean, what: string, timeoutMs?: number): Promise<LogLine>
   stop(): Promise<number | null>
   /** True while the same OS process is running (the node must never need a restart). */
@@ -113,12 +114,14 @@ export async function startSpegel (init: SpegelNodeInit): Promise<SpegelNode> {
         return (await readyz()).status === 200
       }, { timeoutMs, what: 'spegel /readyz to answer 200' })
     },
-    async waitNotReady (timeoutMs = 20_000) {
+    async waitNotReady (reason, timeoutMs = 20_000) {
+      let last = ''
       return await waitFor(async () => {
         if (exitCode !== undefined) throw new Error(`spegel exited with ${String(exitCode)}: ${stderr.slice(-2000)}`)
         const r = await readyz()
-        return r.status === 503 ? r.body : undefined
-      }, { timeoutMs, what: 'spegel /readyz to answer 503' })
+        last = `${r.status} ${r.body}`
+        return r.status === 503 && (reason === undefined || reason.test(r.body)) ? r.body : undefined
+      }, { timeoutMs, what: `spegel /readyz to answer 503 ${reason?.source ?? ''} (last: ${last})` })
     },
     async waitForLog (predicate, what, timeoutMs = 20_000) {
       return await waitFor(() => logs.find(predicate), { timeoutMs, what: `log line: ${what}` })

@@ -7,7 +7,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { startContainerd, containerdAvailable, type ContainerdInstance } from '../helpers/containerd.js'
 import { buildImage, type BuiltImage } from '../helpers/image.js'
-import { httpRequest, sha256 } from '../helpers/net.js'
+import { httpRequest, digestOf } from '../helpers/net.js'
 import { startSpegel, type SpegelNode, type LogLine } from '../helpers/spegel.js'
 import { waitFor } from '../helpers/wait.js'
 
@@ -24,12 +24,12 @@ async function manifestByTag (node: SpegelNode, image: BuiltImage): Promise<{ st
 async function assertServes (node: SpegelNode, image: BuiltImage): Promise<void> {
   const manifest = await manifestByTag(node, image)
   assert.equal(manifest.status, 200)
-  assert.equal(sha256(manifest.body), image.top.digest)
+  assert.equal(digestOf(manifest.body), image.top.digest)
   const layer = image.platforms[0]?.layers[0]
   assert.ok(layer)
   const blob = await httpRequest(`${node.registryUrl}/v2/founding/app/blobs/${layer.digest}?ns=example.test`, { method: 'GET' })
   assert.equal(blob.status, 200)
-  assert.equal(sha256(blob.body), layer.digest)
+  assert.equal(digestOf(blob.body), layer.digest)
 }
 
 /** The same cause is logged once, not once per retry. */
@@ -64,7 +64,7 @@ describe('founding problem: containerd unreachable never needs a restart', { ski
       await fs.rm(ctrd.socketPath, { force: true })
 
       node = await startSpegel({ containerdSock: ctrd.socketPath, contentPath: ctrd.contentPath })
-      const reason = await node.waitNotReady()
+      const reason = await node.waitNotReady(/ENOENT/)
       assert.match(reason, /^containerd: connect ENOENT /)
       assert.ok(reason.includes(ctrd.socketPath), reason)
       // Registry requests get a fast OCI 404, so containerd falls back upstream.
@@ -107,7 +107,7 @@ describe('founding problem: containerd unreachable never needs a restart', { ski
       await assertServes(node, image)
 
       // Events were re-subscribed: a new image shows up without a restart.
-      const second = await buildImage(path.join(workDir, 'img2'), 'example.test/founding/other:2.0', [1024])
+      const second = await buildImage(path.join(workDir, 'img2'), 'example.test/founding/other:2.0', [2048])
       await ctrd.importImage(path.join(workDir, 'img2', 'image.tar'))
       await waitFor(async () => {
         const res = await httpRequest(`${node!.registryUrl}/v2/founding/other/manifests/2.0?ns=example.test`, { method: 'HEAD' })
@@ -127,7 +127,7 @@ describe('founding problem: containerd unreachable never needs a restart', { ski
     try {
       await ctrd.importImage(path.join(workDir, 'img', 'image.tar'))
       node = await startSpegel({ containerdSock: ctrd.socketPath, contentPath: ctrd.contentPath, runAsUser: 'nobody' })
-      const reason = await node.waitNotReady()
+      const reason = await node.waitNotReady(/EACCES/)
       assert.match(reason, /^containerd: connect EACCES /)
       const logged = await node.waitForLog((l) => l.event === 'containerd_unavailable', 'permission diagnosis')
       assert.equal(logged.reason, 'permission-denied')
@@ -170,7 +170,7 @@ describe('founding problem: containerd unreachable never needs a restart', { ski
       await fs.symlink(ctrd.socketPath, wellKnown)
 
       wrong = await startSpegel({ containerdSock: path.join(workDir, 'no-such.sock'), contentPath: ctrd.contentPath })
-      assert.match(await wrong.waitNotReady(), /ENOENT/)
+      assert.match(await wrong.waitNotReady(/ENOENT/), /^containerd: connect ENOENT /)
       const logged = await wrong.waitForLog((l) => l.event === 'containerd_unavailable', 'wrong path diagnosis')
       assert.equal(logged.reason, 'socket-missing')
       assert.ok(String(logged.fix).includes(wellKnown), `fix names the socket found: ${String(logged.fix)}`)

@@ -7,7 +7,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { startContainerd, containerdAvailable, type ContainerdInstance } from '../helpers/containerd.js'
 import { buildImage, type BuiltImage } from '../helpers/image.js'
-import { httpRequest, run, sha256 } from '../helpers/net.js'
+import { httpRequest, run, digestOf } from '../helpers/net.js'
 import { startSpegel, type SpegelNode } from '../helpers/spegel.js'
 
 const skip = containerdAvailable() ? false : 'needs root and containerd (scripts/test-all.sh installs it)'
@@ -60,7 +60,7 @@ describe('pull API against a real containerd', { skip }, () => {
       assert.equal(get.headers['docker-content-digest'], single.top.digest)
       assert.equal(Number(get.headers['content-length']), single.top.size)
       assert.equal(get.headers['oci-namespace'], 'example.test')
-      assert.equal(sha256(get.body), single.top.digest)
+      assert.equal(digestOf(get.body), single.top.digest)
       const head = await httpRequest(url(`/v2/team/app/manifests/${ref}?ns=example.test`), { method: 'HEAD' })
       assert.equal(head.status, 200)
       assert.equal(head.body.length, 0)
@@ -72,7 +72,7 @@ describe('pull API against a real containerd', { skip }, () => {
     const index = await httpRequest(url(`/v2/team/multi/manifests/2.0?ns=example.test`), { method: 'GET' })
     assert.equal(index.status, 200)
     assert.equal(index.headers['content-type'], INDEX_TYPE)
-    assert.equal(sha256(index.body), multi.top.digest)
+    assert.equal(digestOf(index.body), multi.top.digest)
     const arm = multi.platforms.find((p) => p.architecture === 'arm64')
     const amd = multi.platforms.find((p) => p.architecture === 'amd64')
     assert.ok(arm && amd)
@@ -94,7 +94,7 @@ describe('pull API against a real containerd', { skip }, () => {
       const get = await httpRequest(url(`/v2/team/app/blobs/${b.digest}`), { method: 'GET' })
       assert.equal(get.status, 200)
       assert.equal(get.body.length, b.size)
-      assert.equal(sha256(get.body), b.digest)
+      assert.equal(digestOf(get.body), b.digest)
     }
   })
 
@@ -154,7 +154,7 @@ describe('pull API against a real containerd', { skip }, () => {
     assert.equal(res.code, 0, res.stderr)
     for (const b of [single.platforms[0]!.config, ...single.platforms[0]!.layers]) {
       const bytes = await fs.readFile(path.join(out, 'blobs', 'sha256', b.digest.slice('sha256:'.length)))
-      assert.equal(sha256(bytes), b.digest)
+      assert.equal(digestOf(bytes), b.digest)
     }
   })
 
