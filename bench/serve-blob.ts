@@ -125,11 +125,6 @@ function readProcStat (pid: number): ProcStat | undefined {
   return { state: rest[0] ?? '?', ppid: Number(rest[1]), cpuTicks: Number(rest[11]) + Number(rest[12]) }
 }
 
-function isProcessAlive (pid: number): boolean {
-  const s = readProcStat(pid)
-  return s !== undefined && s.state !== 'Z' && s.state !== 'X'
-}
-
 /** User + system CPU seconds of these processes and all their direct children (nginx workers). */
 function cpuSeconds (pids: number[]): number {
   const wanted = new Set(pids)
@@ -155,18 +150,19 @@ interface Target {
   getManifestUrl: string
 }
 
-interface NginxInstance { port: number, pid: number, dir: string }
+interface NginxInstance { port: number, child: ChildProcess, dir: string }
 
 async function startNginx (dir: string, root: string): Promise<NginxInstance> {
   await mkdir(path.join(dir, 'tmp'), { recursive: true })
   const port = await freePort('127.0.0.1')
-  const pidFile = path.join(dir, 'nginx.pid')
   const errorLog = path.join(dir, 'error.log')
-  // As /work/shared/lab/nginx-start.sh, plus `user root`: the content store sits below 0700 temp
-  // dirs, which nginx's default worker user could not enter.
+  // As /work/shared/lab/nginx-start.sh, with two changes: `user root`, because the content store
+  // sits below 0700 temp dirs that nginx's default worker user cannot enter; and `daemon off`, so
+  // the master is our child, which we reap (a daemonized master lingers as a zombie here).
   const conf = `user root;
+daemon off;
 worker_processes 2;
-pid ${pidFile};
+pid ${path.join(dir, 'nginx.pid')};
 error_log ${errorLog} warn;
 events { worker_connections 1024; }
 http {
@@ -178,23 +174,42 @@ http {
 `
   const confFile = path.join(dir, 'nginx.conf')
   await writeFile(confFile, conf)
-  const res = await run('nginx', ['-c', confFile, '-e', errorLog], { timeoutMs: 15_000 })
-  if (res.code !== 0) throw new Error(`nginx did not start (${res.code ?? res.signal}): ${res.stderr.trim()}`)
-  // The master daemonizes; its pid file is the only handle we get on it.
-  const pid = await waitFor(async () => {
-    const n = Number((await readFile(pidFile, 'utf8')).trim())
-    return Number.isSafeInteger(n) && n > 0 ? n : undefined
-  }, { timeoutMs: 10_000, what: `nginx pid file ${pidFile}` })
-  return { port, pid, dir }
+  const child = spawn('nginx', ['-c', confFile, '-e', errorLog], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const exited = once(child, 'exit').then(async ([code, signal]) => {
+    const tail = await readFile(errorLog, 'utf8').catch(() => '')
+    throw new Error(`nginx exited (code ${String(code)}, signal ${String(signal)}): ${tail.slice(-1000)}`)
+  })
+  try {
+    await Promise.race([exited, waitFor(async () => {
+      try {
+        return (await httpRequest(`http://127.0.0.1:${port}/`, { method: 'HEAD', timeoutMs: 2000 })).status > 0
+      } catch {
+        return false
+      }
+    }, { timeoutMs: 10_000, what: `nginx on port ${port}` })])
+  } catch (err) {
+    stopNginxSync(child)
+    throw err
+  } finally {
+    exited.catch(() => { /* only the start race needed it; stopNginx waits on the exit itself */ })
+  }
+  return { port, child, dir }
 }
 
-async function stopNginx (pid: number): Promise<void> {
-  killQuietly(pid, 'SIGTERM')
-  try {
-    await waitFor(() => !isProcessAlive(pid), { timeoutMs: 10_000, intervalMs: 50, what: `nginx master ${pid} to exit` })
-  } catch {
-    killQuietly(pid, 'SIGKILL')
-  }
+/** The master's children: killing only a SIGKILLed master would leave its workers serving. */
+function childPids (pid: number): number[] {
+  return readdirSync('/proc').filter(e => /^\d+$/.test(e)).map(Number).filter(p => readProcStat(p)?.ppid === pid)
+}
+
+function stopNginxSync (child: ChildProcess): void {
+  if (child.pid === undefined) return
+  for (const worker of childPids(child.pid)) killQuietly(worker, 'SIGKILL')
+  child.kill('SIGKILL')
+}
+
+async function stopNginx (child: ChildProcess): Promise<void> {
+  // SIGTERM is nginx's fast shutdown: the master stops its workers, then exits.
+  await stopChild(child)
 }
 
 interface NodeRefServer { port: number, child: ChildProcess }
@@ -249,28 +264,68 @@ async function download (target: Target, expectedBytes: number): Promise<CurlRes
   return { mbPerSecond: (speed ?? 0) / 1e6, seconds, cpuPercent: seconds > 0 ? 100 * cpu / seconds : 0 }
 }
 
-interface WrkResult { requestsPerSecond: number, cpuPercent: number, warnings: string[] }
+interface LoadResult { requestsPerSecond: number, cpuPercent: number, warnings: string[] }
 
-async function wrk (target: Target, url: string, script: string, seconds: number): Promise<WrkResult> {
+/** Runs a load generator and counts the server's CPU time over the same wall time. */
+async function load (target: Target, cmd: string, args: string[], seconds: number, parse: (stdout: string) => Omit<LoadResult, 'cpuPercent'>): Promise<LoadResult> {
   const cpuBefore = cpuSeconds(target.pids)
   const started = process.hrtime.bigint()
-  const res = await run('wrk', ['-t2', '-c16', `-d${seconds}s`, '-s', script, url], { timeoutMs: (seconds + 60) * 1000 })
+  const res = await run(cmd, args, { timeoutMs: (seconds + 60) * 1000 })
   const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9
   const cpu = cpuSeconds(target.pids) - cpuBefore
-  if (res.code !== 0) throw new Error(`wrk ${url} failed (${res.code ?? res.signal}): ${res.stderr.trim()}`)
-  const m = /Requests\/sec:\s+([\d.]+)/.exec(res.stdout)
-  if (m === null) throw new Error(`no Requests/sec in wrk output:\n${res.stdout}`)
-  // Errors make req/s meaningless (a fast 404 is not a served manifest), so they are reported.
-  const warnings = res.stdout.split('\n')
-    .filter(l => /Non-2xx|Socket errors/.test(l))
-    .map(l => l.trim())
-  return { requestsPerSecond: Number(m[1]), cpuPercent: 100 * cpu / wallSeconds, warnings }
+  if (res.code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${res.code ?? res.signal}): ${res.stderr.trim()}\n${res.stdout}`)
+  return { ...parse(res.stdout), cpuPercent: 100 * cpu / wallSeconds }
+}
+
+async function wrk (target: Target, url: string, script: string, seconds: number): Promise<LoadResult> {
+  return await load(target, 'wrk', ['-t2', '-c16', `-d${seconds}s`, '-s', script, url], seconds, (out) => {
+    const m = /Requests\/sec:\s+([\d.]+)/.exec(out)
+    if (m === null) throw new Error(`no Requests/sec in wrk output:\n${out}`)
+    // Errors make req/s meaningless (a fast 404 is not a served manifest), so they are reported.
+    const warnings = out.split('\n').filter(l => /Non-2xx|Socket errors/.test(l)).map(l => l.trim())
+    return { requestsPerSecond: Number(m[1]), warnings }
+  })
+}
+
+/**
+ * ApacheBench with keep-alive, for HEAD: wrk 4.1's HTTP parser is never told a HEAD response has
+ * no body, so it waits for Content-Length bytes and counts 0 req/s (wg/wrk#198, unfixed).
+ */
+async function ab (target: Target, url: string, method: 'GET' | 'HEAD', seconds: number): Promise<LoadResult> {
+  // -t alone caps at 50000 requests; ab preallocates per-request stats, so keep -n bounded.
+  const maxRequests = String(seconds * 200_000)
+  const args = ['-k', ...(method === 'HEAD' ? ['-i'] : []), '-c', '16', '-t', String(seconds), '-n', maxRequests,
+    '-H', `Accept: ${OCI_MANIFEST}, */*`, url]
+  return await load(target, 'ab', args, seconds, (out) => {
+    const num = (re: RegExp): number | undefined => {
+      const m = re.exec(out)
+      return m === null ? undefined : Number(m[1])
+    }
+    const rps = num(/Requests per second:\s+([\d.]+)/)
+    if (rps === undefined) throw new Error(`no "Requests per second" in ab output:\n${out}`)
+    const complete = num(/Complete requests:\s+(\d+)/) ?? 0
+    const failed = num(/Failed requests:\s+(\d+)/) ?? 0
+    const non2xx = num(/Non-2xx responses:\s+(\d+)/) ?? 0
+    const keepAlive = num(/Keep-Alive requests:\s+(\d+)/) ?? 0
+    const warnings: string[] = []
+    if (failed > 0) warnings.push(`${failed} failed requests`)
+    if (non2xx > 0) warnings.push(`${non2xx} non-2xx responses`)
+    // Without keep-alive every request pays a TCP connect, a different benchmark.
+    if (keepAlive < complete) warnings.push(`only ${keepAlive} of ${complete} requests reused a connection`)
+    return { requestsPerSecond: rps, warnings }
+  })
 }
 
 function median (values: number[]): number {
   const s = [...values].sort((a, b) => a - b)
   const mid = Math.floor(s.length / 2)
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
+
+/** Other work on a 2-core machine moves every number here; say how busy it was. */
+function loadText (): string {
+  const [one = 0, five = 0] = os.loadavg()
+  return `load average ${one.toFixed(2)} (1 min) ${five.toFixed(2)} (5 min)${one > 1 ? ' -- machine busy, numbers are noisy' : ''}`
 }
 
 const fmt = (n: number): string => n.toFixed(0)
@@ -312,7 +367,7 @@ async function main (): Promise<void> {
     async: async () => { await rm(work, { recursive: true, force: true, maxRetries: 3 }) },
     sync: () => { rmSync(work, { recursive: true, force: true, maxRetries: 3 }) }
   })
-  log(`node ${process.version}, ${os.cpus().length} cpus, work dir ${work}`)
+  log(`node ${process.version}, ${os.cpus().length} cpus, ${loadText()}, work dir ${work}`)
 
   let t = Date.now()
   const ref = `${REGISTRY}/${REPOSITORY}:${TAG}`
@@ -361,15 +416,16 @@ async function main (): Promise<void> {
 
   const nginxDir = path.join(work, 'nginx')
   const nginx = await startNginx(nginxDir, blobsDir)
+  const nginxPid = nginx.child.pid!
   cleanupSteps.push({
-    name: `nginx ${nginx.pid}`,
-    async: async () => { await stopNginx(nginx.pid) },
-    sync: () => { killQuietly(nginx.pid, 'SIGKILL') }
+    name: `nginx ${nginxPid}`,
+    async: async () => { await stopNginx(nginx.child) },
+    sync: () => { stopNginxSync(nginx.child) }
   })
   const nginxUrl = `http://127.0.0.1:${nginx.port}`
   const nginxTarget: Target = {
     label: 'nginx',
-    pids: [nginx.pid],
+    pids: [nginxPid],
     blobUrl: `${nginxUrl}/${hexOf(layer.digest)}`,
     headManifestUrl: `${nginxUrl}/${hexOf(manifest.digest)}`,
     getManifestUrl: `${nginxUrl}/${hexOf(manifest.digest)}`
@@ -394,7 +450,7 @@ async function main (): Promise<void> {
     await checkStatus(target.headManifestUrl, 'HEAD', target.label)
     await checkStatus(target.getManifestUrl, 'GET', target.label)
   }
-  log(`spegel ${spegel.registryUrl} (pid ${spegel.process.pid}), nginx ${nginxUrl} (master ${nginx.pid}), node ref ${nodeUrl} (pid ${nodeRef.child.pid})`)
+  log(`spegel ${spegel.registryUrl} (pid ${spegel.process.pid}), nginx ${nginxUrl} (master ${nginxPid}), node ref ${nodeUrl} (pid ${nodeRef.child.pid})`)
 
   // 1. Blob throughput.
   log(`\n== GET blob ${opts.sizeMiB} MiB, curl, warm-up + ${opts.runs} interleaved runs (MB = 1e6 bytes) ==`)
@@ -417,20 +473,22 @@ async function main (): Promise<void> {
     log(`median  ${target.label.padEnd(9)} ${fmt(medianSpeed(target.label)).padStart(6)} MB/s  server cpu ${fmt(median(cpus.get(target.label) ?? []))}%`)
   }
 
-  // 2. Small requests.
-  const headScript = path.join(work, 'head.lua')
+  // 2. Small requests: HEAD by tag is what containerd sends first on every pull, GET by digest next.
   const getScript = path.join(work, 'get.lua')
-  await writeFile(headScript, 'wrk.method = "HEAD"\n')
   // The Accept containerd sends when it fetches a manifest by digest.
   await writeFile(getScript, `wrk.method = "GET"\nwrk.headers["Accept"] = "${OCI_MANIFEST}, */*"\n`)
   const rps = new Map<string, number>()
-  for (const [kind, script] of [['HEAD manifest', headScript], ['GET manifest', getScript]] as const) {
-    log(`\n== ${kind} (${manifest.size} bytes), wrk -t2 -c16 -d${opts.wrkSeconds}s ==`)
+  const small = [
+    { kind: 'HEAD manifest', tool: `ab -k -i -c16 -t${opts.wrkSeconds}`, url: (tg: Target) => tg.headManifestUrl, measure: async (tg: Target) => await ab(tg, tg.headManifestUrl, 'HEAD', opts.wrkSeconds) },
+    { kind: 'GET manifest', tool: `wrk -t2 -c16 -d${opts.wrkSeconds}s`, url: (tg: Target) => tg.getManifestUrl, measure: async (tg: Target) => await wrk(tg, tg.getManifestUrl, getScript, opts.wrkSeconds) },
+    { kind: 'GET manifest (ab)', tool: `ab -k -c16 -t${opts.wrkSeconds}`, url: (tg: Target) => tg.getManifestUrl, measure: async (tg: Target) => await ab(tg, tg.getManifestUrl, 'GET', opts.wrkSeconds) }
+  ]
+  for (const { kind, tool, url, measure } of small) {
+    log(`\n== ${kind} (${manifest.size} bytes), ${tool} ==`)
     for (const target of targets) {
-      const url = kind === 'HEAD manifest' ? target.headManifestUrl : target.getManifestUrl
-      const r = await wrk(target, url, script, opts.wrkSeconds)
+      const r = await measure(target)
       rps.set(`${kind}/${target.label}`, r.requestsPerSecond)
-      log(`${target.label.padEnd(9)} ${fmt(r.requestsPerSecond).padStart(7)} req/s  server cpu ${fmt(r.cpuPercent)}%  ${url}`)
+      log(`${target.label.padEnd(9)} ${fmt(r.requestsPerSecond).padStart(7)} req/s  server cpu ${fmt(r.cpuPercent)}%  ${url(target)}`)
       for (const w of r.warnings) log(`  WARNING ${target.label}: ${w}`)
     }
   }
@@ -445,10 +503,12 @@ async function main (): Promise<void> {
     return `${kind}: spegel ${fmt(a)} req/s, nginx ${fmt(b)} req/s, ratio ${ratio(a, b)}`
   }
   const node = nodeTarget.label
+  log(`\nfinished, ${loadText()}`)
   log('\n== summary ==')
   log(`blob ${opts.sizeMiB} MiB: spegel median ${fmt(s)} MB/s, nginx median ${fmt(n)} MB/s, ratio ${ratio(s, n)}`)
   log(line('HEAD manifest'))
   log(line('GET manifest'))
+  log(line('GET manifest (ab)'))
   log(`reference, bare Node (${process.version}, 1 MiB highWaterMark): blob ${fmt(ref1)} MB/s (spegel/node ${ratio(s, ref1)}), ` +
     `HEAD ${fmt(reqs('HEAD manifest', node))} req/s (spegel/node ${ratio(reqs('HEAD manifest', 'spegel'), reqs('HEAD manifest', node))}), ` +
     `GET ${fmt(reqs('GET manifest', node))} req/s (spegel/node ${ratio(reqs('GET manifest', 'spegel'), reqs('GET manifest', node))})`)

@@ -126,6 +126,7 @@ export class ContainerdStore implements Store {
   }
 
   async resolve (ref: string, options: StoreCallOptions = {}): Promise<string> {
+    options.signal?.throwIfAborted()
     const client = this.client()
     const indexed = this.images.get(ref)
     if (indexed !== undefined) return indexed.targetDigest
@@ -138,6 +139,7 @@ export class ContainerdStore implements Store {
   }
 
   async stat (digest: string, options: StoreCallOptions = {}): Promise<Descriptor> {
+    options.signal?.throwIfAborted()
     const client = this.client()
     let sizeBytes: number
     // Digests from our own walk are known to be in this namespace: a file stat is enough.
@@ -161,6 +163,7 @@ export class ContainerdStore implements Store {
   }
 
   async open (digest: string, options: OpenOptions = {}): Promise<Readable> {
+    options.signal?.throwIfAborted()
     const client = this.client()
     const file = this.blobFile(digest)
     const range = options.range

@@ -48,20 +48,31 @@ export function createMux (components: MuxComponents, routes: readonly Route[]):
     const record = trackResponse(req, res, route.pattern)
     const method = req.method ?? ''
     metrics?.httpRequestsInflight.inc({ handler: route.pattern })
-    res.once('close', () => {
+    // Report once the response has closed and the handler has settled, whichever is last:
+    // a handler may attach the error that explains a close only after the close happened
+    // (pipeline destroys the response before its promise rejects).
+    let pending = 2
+    const done = (): void => {
+      if (--pending > 0) return
       const durationMs = elapsedMs(started)
       const code = String(res.statusCode)
       metrics?.httpRequestsInflight.dec({ handler: route.pattern })
       metrics?.httpRequestDurationSeconds.observe({ handler: route.pattern, method, code }, durationMs / 1000)
       metrics?.httpResponseSizeBytes.observe({ handler: route.pattern, method, code }, record.bytesWritten)
       if (route.isQuiet !== true) logRequest(log, req, res, pathname, record, durationMs)
-    })
+    }
+    res.once('close', done)
 
+    let result: void | Promise<void> = undefined
     try {
-      const result = route.handler(req, res)
-      if (result instanceof Promise) result.catch((err: unknown) => { writeError(res, err) })
+      result = route.handler(req, res)
     } catch (err) {
       writeError(res, err)
+    }
+    if (result instanceof Promise) {
+      result.catch((err: unknown) => { writeError(res, err) }).finally(done)
+    } else {
+      done()
     }
   }
 }

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { Registry, register as globalRegistry } from 'prom-client'
-import { RESPONSE_SIZE_BUCKETS, createMetrics } from './metrics.js'
+import { createMux } from '../http/mux.js'
+import { LogCapture, request, startTestServer } from '../http/test-helpers.js'
+import { RESPONSE_SIZE_BUCKETS, createMetrics, createMetricsHandler } from './metrics.js'
 
 describe('createMetrics', () => {
   it('registers Spegel names on the given registry only, twice without collision', async () => {
@@ -51,5 +53,25 @@ describe('createMetrics', () => {
     assert.match(text, /^spegel_advertised_image_tags\{registry="docker.io"\} 1$/m)
     assert.doesNotMatch(text, /registry="ghcr.io"/)
     assert.match(text, /^spegel_advertised_content_digests\{registry=""\} 1$/m)
+  })
+
+  it('serves the registry in text format on /metrics, HEAD without body', async () => {
+    const capture = new LogCapture()
+    const m = createMetrics(new Registry(), { collectDefault: false })
+    m.containerdUp.set(1)
+    const srv = await startTestServer(createMux({ log: capture.log, metrics: m }, [
+      { pattern: '/metrics', handler: createMetricsHandler(m.registry), isQuiet: true }
+    ]), capture.log)
+    try {
+      const res = await request(srv.port, '/metrics')
+      assert.equal(res.status, 200)
+      assert.match(String(res.headers['content-type']), /^text\/plain/)
+      assert.match(res.body.toString(), /^spegel_containerd_up 1$/m)
+      const head = await request(srv.port, '/metrics', { method: 'HEAD' })
+      assert.equal(head.body.length, 0)
+      assert.equal(head.headers['content-length'], res.headers['content-length'])
+    } finally {
+      await srv.close()
+    }
   })
 })
