@@ -203,8 +203,10 @@ function childPids (pid: number): number[] {
 
 function stopNginxSync (child: ChildProcess): void {
   if (child.pid === undefined) return
-  for (const worker of childPids(child.pid)) killQuietly(worker, 'SIGKILL')
+  // Master first: it respawns any worker that dies while it lives.
+  const workers = childPids(child.pid)
   child.kill('SIGKILL')
+  for (const worker of workers) killQuietly(worker, 'SIGKILL')
 }
 
 async function stopNginx (child: ChildProcess): Promise<void> {
@@ -323,9 +325,9 @@ function median (values: number[]): number {
 }
 
 /** Other work on a 2-core machine moves every number here; say how busy it was. */
-function loadText (): string {
+function loadText (isBeforeRun = false): string {
   const [one = 0, five = 0] = os.loadavg()
-  return `load average ${one.toFixed(2)} (1 min) ${five.toFixed(2)} (5 min)${one > 1 ? ' -- machine busy, numbers are noisy' : ''}`
+  return `load average ${one.toFixed(2)} (1 min) ${five.toFixed(2)} (5 min)${isBeforeRun && one > 0.5 ? ' -- machine already busy, numbers will be noisy' : ''}`
 }
 
 const fmt = (n: number): string => n.toFixed(0)
@@ -354,8 +356,8 @@ async function main (): Promise<void> {
   const opts = parseOptions(process.argv.slice(2))
   const skip = containerdSkipReason()
   if (skip !== undefined) throw new Error(skip)
-  const missing = ['curl', 'nginx', 'wrk'].filter(b => !findInPath(b))
-  if (missing.length > 0) throw new Error(`missing ${missing.join(', ')}: apt-get install -y ${missing.join(' ')}`)
+  const missing = ['curl', 'nginx', 'wrk', 'ab'].filter(b => !findInPath(b))
+  if (missing.length > 0) throw new Error(`missing ${missing.join(', ')}: apt-get install -y ${missing.map(b => b === 'ab' ? 'apache2-utils' : b).join(' ')}`)
   clockTicksPerSecond = Number((await run('getconf', ['CLK_TCK'])).stdout.trim()) || 100
 
   for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal)
@@ -367,7 +369,7 @@ async function main (): Promise<void> {
     async: async () => { await rm(work, { recursive: true, force: true, maxRetries: 3 }) },
     sync: () => { rmSync(work, { recursive: true, force: true, maxRetries: 3 }) }
   })
-  log(`node ${process.version}, ${os.cpus().length} cpus, ${loadText()}, work dir ${work}`)
+  log(`node ${process.version}, ${os.cpus().length} cpus, ${loadText(true)}, work dir ${work}`)
 
   let t = Date.now()
   const ref = `${REGISTRY}/${REPOSITORY}:${TAG}`
@@ -503,7 +505,7 @@ async function main (): Promise<void> {
     return `${kind}: spegel ${fmt(a)} req/s, nginx ${fmt(b)} req/s, ratio ${ratio(a, b)}`
   }
   const node = nodeTarget.label
-  log(`\nfinished, ${loadText()}`)
+  log(`\nfinished, ${loadText()} (includes this benchmark)`)
   log('\n== summary ==')
   log(`blob ${opts.sizeMiB} MiB: spegel median ${fmt(s)} MB/s, nginx median ${fmt(n)} MB/s, ratio ${ratio(s, n)}`)
   log(line('HEAD manifest'))
