@@ -6,7 +6,7 @@ import { ContainerdStore, ContainerdSupervisor } from '../containerd/index.js'
 import { createServer } from '../http/index.js'
 import { buildFilters } from '../oci/index.js'
 import { createLogger, parseLogLevel, type Logger } from '../observability/logger.js'
-import { createMetrics } from '../observability/metrics.js'
+import { createMetrics, createMetricsHandler } from '../observability/metrics.js'
 import { createRegistryHandler } from '../registry/handler.js'
 import { loadBasicAuth } from '../registry/basic-auth.js'
 import { LocalOnlyRouter } from '../routing/memory-router.js'
@@ -79,28 +79,18 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
     store,
     router,
     log,
-    onAdvertised: () => {
-      metrics.advertisedImageTags.reset()
-      metrics.advertisedImageDigests.reset()
-      metrics.advertisedContentDigests.reset()
-      for (const [registry, counts] of store.advertisedCounts()) {
-        metrics.advertisedImageTags.set({ registry }, counts.tags)
-        metrics.advertisedImageDigests.set({ registry }, counts.images)
-        metrics.advertisedContentDigests.set({ registry }, counts.contents)
-      }
-    }
+    onAdvertised: () => { metrics.setAdvertisedCounts(store.advertisedCounts()) }
   })
 
   const handler = createRegistryHandler({ store, router, metrics, log }, { filters, basicAuth })
   const registryServer = createServer(handler, { log })
+  const serveMetrics = createMetricsHandler(promRegistry)
   const metricsServer = http.createServer((req, res) => {
     if (req.url === '/metrics' && (req.method === 'GET' || req.method === 'HEAD')) {
-      promRegistry.metrics().then((body) => {
-        res.writeHead(200, { 'Content-Type': promRegistry.contentType, 'Content-Length': Buffer.byteLength(body) })
-        res.end(req.method === 'HEAD' ? undefined : body)
-      }, (err: unknown) => {
+      serveMetrics(req, res).catch((err: unknown) => {
         log.error({ err }, 'could not render metrics')
-        res.writeHead(500).end()
+        if (!res.headersSent) res.writeHead(500, { 'Content-Length': 0 })
+        res.end()
       })
       return
     }

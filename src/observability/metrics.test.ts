@@ -45,14 +45,15 @@ describe('createMetrics', () => {
     assert.doesNotMatch(text, /^process_/m)
   })
 
-  it('counts advertised tags per registry and digests', async () => {
+  it('sets advertised counts per registry and drops registries that are gone', async () => {
     const m = createMetrics(new Registry(), { collectDefault: false })
-    m.setAdvertisedKeys(['sha256:a', 'sha256:b', 'docker.io/library/x:1', 'docker.io/library/x:2', 'ghcr.io/y/z:3'])
-    m.setAdvertisedKeys(['sha256:a', 'docker.io/library/x:1'])
+    m.setAdvertisedCounts(new Map([['docker.io', { tags: 2, images: 2, contents: 9 }], ['ghcr.io', { tags: 1, images: 1, contents: 4 }]]))
+    m.setAdvertisedCounts(new Map([['docker.io', { tags: 1, images: 1, contents: 5 }]]))
     const text = await m.registry.metrics()
     assert.match(text, /^spegel_advertised_image_tags\{registry="docker.io"\} 1$/m)
+    assert.match(text, /^spegel_advertised_image_digests\{registry="docker.io"\} 1$/m)
+    assert.match(text, /^spegel_advertised_content_digests\{registry="docker.io"\} 5$/m)
     assert.doesNotMatch(text, /registry="ghcr.io"/)
-    assert.match(text, /^spegel_advertised_content_digests\{registry=""\} 1$/m)
   })
 
   it('serves the registry in text format on /metrics, HEAD without body', async () => {

@@ -27,7 +27,14 @@ export interface Metrics {
    * registry for digests, so those are counted under `registry=""`; image digests cannot be
    * told apart from other content by key and stay unset (as in Spegel HEAD).
    */
-  setAdvertisedKeys(keys: readonly string[]): void
+  /** Spegel's advertised gauges, per registry: tags, image roots and content digests. */
+  setAdvertisedCounts(counts: ReadonlyMap<string, AdvertisedCounts>): void
+}
+
+export interface AdvertisedCounts {
+  readonly tags: number
+  readonly images: number
+  readonly contents: number
 }
 
 export interface MetricsInit {
@@ -63,6 +70,12 @@ export function createMetrics (registry: Registry, init: MetricsInit = {}): Metr
     registers
   })
 
+  const advertisedImageDigests = new Gauge({
+    name: 'spegel_advertised_image_digests',
+    help: 'Number of image digests advertised to be available.',
+    labelNames: ['registry'] as const,
+    registers
+  })
   return {
     registry,
     mirrorRequests: new Counter({
@@ -83,12 +96,7 @@ export function createMetrics (registry: Registry, init: MetricsInit = {}): Metr
       registers
     }),
     advertisedImageTags,
-    advertisedImageDigests: new Gauge({
-      name: 'spegel_advertised_image_digests',
-      help: 'Number of image digests advertised to be available.',
-      labelNames: ['registry'] as const,
-      registers
-    }),
+    advertisedImageDigests,
     advertisedContentDigests,
     httpRequestDurationSeconds: new Histogram({
       name: 'http_request_duration_seconds',
@@ -124,23 +132,16 @@ export function createMetrics (registry: Registry, init: MetricsInit = {}): Metr
       seenStates.add(state)
       for (const s of seenStates) containerdState.set({ state: s }, s === state ? 1 : 0)
     },
-    setAdvertisedKeys (keys: readonly string[]): void {
-      const tags = new Map<string, number>()
-      let digests = 0
-      for (const key of keys) {
-        const slash = key.indexOf('/')
-        if (slash === -1) {
-          digests++
-        } else {
-          const registry = key.slice(0, slash)
-          tags.set(registry, (tags.get(registry) ?? 0) + 1)
-        }
-      }
-      // Reset first so a registry whose last tag went away drops to absent, not to a stale count.
+    setAdvertisedCounts (counts: ReadonlyMap<string, AdvertisedCounts>): void {
+      // Reset first so a registry whose last image went away drops to absent, not to a stale count.
       advertisedImageTags.reset()
-      for (const [registry, count] of tags) advertisedImageTags.set({ registry }, count)
+      advertisedImageDigests.reset()
       advertisedContentDigests.reset()
-      advertisedContentDigests.set({ registry: '' }, digests)
+      for (const [registry, c] of counts) {
+        advertisedImageTags.set({ registry }, c.tags)
+        advertisedImageDigests.set({ registry }, c.images)
+        advertisedContentDigests.set({ registry }, c.contents)
+      }
     }
   }
 }

@@ -147,6 +147,18 @@ describe('pull API against a real containerd', { skip }, () => {
     }
   })
 
+  it('exports Spegel\'s advertised gauges and containerd health on /metrics', async () => {
+    const res = await httpRequest(`${node.metricsUrl}/metrics`, { method: 'GET' })
+    assert.equal(res.status, 200)
+    const text = res.body.toString()
+    assert.match(text, /^spegel_advertised_image_tags\{registry="example.test"\} 2$/m)
+    assert.match(text, /^spegel_advertised_image_digests\{registry="example.test"\} 2$/m)
+    // single: manifest, config, 2 layers; multi: index, amd64 manifest, config, layer.
+    assert.match(text, /^spegel_advertised_content_digests\{registry="example.test"\} 8$/m)
+    assert.match(text, /^spegel_containerd_up 1$/m)
+    assert.match(text, /^http_requests_inflight\{handler="\/v2\/\*"\} 0$/m)
+  })
+
   it('is copied by skopeo with the digests intact', async () => {
     const out = path.join(workDir, 'skopeo-out')
     const host = node.registryUrl.replace('http://', '')
