@@ -13,3 +13,6 @@ export const SMALL_READ_LIMIT_BYTES = 256 * 1024
 export const STREAM_HIGH_WATER_MARK = 1024 * 1024
 /** Pending containerd events beyond this trigger a full relist instead of growing the queue. */
 export const MAX_PENDING_EVENTS = 1000
+/** While connected, how often containerd is asked for its version, and how long it has to answer. */
+export const HEALTH_CHECK_INTERVAL_MS = 5000
+export const HEALTH_CHECK_TIMEOUT_MS = 3000

@@ -15,7 +15,7 @@ import {
 } from '../oci/index.js'
 import { NotFoundError, StoreUnavailableError } from '../store/errors.js'
 import type { Descriptor, OpenOptions, Store, StoreCallOptions, StoreChange, StoreListener, StoreReadiness } from '../store/types.js'
-import { isGrpcNotFound, type ContainerdClient, type ContainerdEvent } from './client.js'
+import { grpc, grpcCode, isGrpcNotFound, type ContainerdClient, type ContainerdEvent } from './client.js'
 import { decodeEvent, eventFilters } from './events.js'
 import { contentPathReadable } from './diagnose.js'
 import type { ContainerdSupervisor } from './supervisor.js'
@@ -329,8 +329,14 @@ export class ContainerdStore implements Store {
     const mediaTypes: MediaTypes = new Map()
     for (const record of records) {
       signal.throwIfAborted()
-      const indexed = await this.indexImage(client, record.name, record.target, mediaTypes, signal)
-      if (indexed !== undefined) images.set(record.name, indexed)
+      try {
+        const indexed = await this.indexImage(client, record.name, record.target, mediaTypes, signal)
+        if (indexed !== undefined) images.set(record.name, indexed)
+      } catch (err) {
+        // A lost connection ends the session; anything else is this image's problem only.
+        if (signal.aborted || isConnectionError(err)) throw err
+        this.log.warn({ image: record.name, err: (err as Error).message }, 'skipping image that could not be indexed')
+      }
     }
     this.images = images
     this.mediaTypes = mediaTypes
@@ -386,7 +392,13 @@ export class ContainerdStore implements Store {
           if (isGrpcNotFound(err) || (err as NodeJS.ErrnoException).code === 'ENOENT') continue
           throw err
         }
-        const children = childDescriptors(descriptor.mediaType, bytes)
+        let children
+        try {
+          children = childDescriptors(descriptor.mediaType, bytes)
+        } catch (err) {
+          this.log.warn({ digest: descriptor.digest, err: (err as Error).message }, 'not walking children of an unreadable manifest')
+          continue
+        }
         // Reverse so the stack pops them in document order (config before layers).
         for (let i = children.length - 1; i >= 0; i--) {
           const child = children[i]
@@ -485,3 +497,7 @@ export class ContainerdStore implements Store {
   }
 }
 
+function isConnectionError (err: unknown): boolean {
+  const code = grpcCode(err)
+  return code === grpc.status.UNAVAILABLE || code === grpc.status.CANCELLED || code === grpc.status.DEADLINE_EXCEEDED
+}

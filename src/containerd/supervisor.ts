@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from '../observability/logger.js'
 import { ContainerdClient, grpc } from './client.js'
 import { chooseSocket, diagnoseSocket, probeSocket, type SocketDiagnosis } from './diagnose.js'
-import { BACKOFF_INITIAL_MS, BACKOFF_MAX_MS, STILL_DOWN_ALERT_MS, VERSION_TIMEOUT_MS } from './constants.js'
+import { BACKOFF_INITIAL_MS, BACKOFF_MAX_MS, HEALTH_CHECK_INTERVAL_MS, HEALTH_CHECK_TIMEOUT_MS, STILL_DOWN_ALERT_MS, VERSION_TIMEOUT_MS } from './constants.js'
 
 export type ContainerdStateName = 'connecting' | 'connected' | 'unavailable' | 'stopped'
 
@@ -158,11 +158,25 @@ export class ContainerdSupervisor {
       if (state === grpc.connectivityState.TRANSIENT_FAILURE || state === grpc.connectivityState.SHUTDOWN) session.abort()
     })
     let lostBecause = 'connection lost'
+    // A frozen containerd (SIGSTOP, hung host) keeps the socket open and the event stream
+    // silent: only a periodic call tells. Two missed answers in a row end the session.
+    let missed = 0
+    const health = setInterval(() => {
+      client.getVersion({ timeoutMs: HEALTH_CHECK_TIMEOUT_MS, signal: session.signal }).then(() => { missed = 0 }, () => {
+        missed++
+        if (missed >= 2 && !session.signal.aborted) {
+          lostBecause = 'containerd stopped answering'
+          session.abort()
+        }
+      })
+    }, HEALTH_CHECK_INTERVAL_MS)
+    health.unref()
     try {
       await this.init.session(client, session.signal)
     } catch (err) {
       lostBecause = errorText(err)
     } finally {
+      clearInterval(health)
       signal.removeEventListener('abort', onStop)
       session.abort()
       this.currentClient = undefined

@@ -121,6 +121,33 @@ describe('founding problem: containerd unreachable never needs a restart', { ski
     }
   })
 
+  it('notices a frozen containerd (SIGSTOP) and recovers when it thaws', async () => {
+    const ctrd = await startContainerd()
+    let node: SpegelNode | undefined
+    try {
+      await ctrd.importImage(path.join(workDir, 'img', 'image.tar'))
+      node = await startSpegel({ containerdSock: ctrd.socketPath, contentPath: ctrd.contentPath })
+      await node.waitReady()
+      const pid = ctrd.pid
+      assert.ok(pid !== undefined)
+      process.kill(pid, 'SIGSTOP')
+      try {
+        assert.match(await node.waitNotReady(/stopped answering/, 30_000), /^containerd: /)
+        // Still a fast answer for containerd's pulls, never a hang.
+        const miss = await httpRequest(`${node.registryUrl}/v2/founding/app/manifests/1.0?ns=example.test`, { method: 'HEAD', timeoutMs: 5000 })
+        assert.equal(miss.status, 404)
+      } finally {
+        process.kill(pid, 'SIGCONT')
+      }
+      await node.waitReady(30_000)
+      await assertServes(node, image)
+      assert.ok(node.isAlive())
+    } finally {
+      await node?.stop()
+      await ctrd.dispose()
+    }
+  })
+
   it('explains a socket this user may not open, and connects once permissions are fixed', async () => {
     const ctrd = await startContainerd()
     let node: SpegelNode | undefined
