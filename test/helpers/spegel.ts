@@ -27,9 +27,18 @@ export interface SpegelNodeInit {
   /** Run as this user through setpriv (e.g. `nobody`). */
   runAsUser?: string
   logLevel?: string
+  /** Bootstrap flags; default `--bootstrap-kind static` with no peers (a one-node cluster). */
+  bootstrapArgs?: string[]
+  /** Fixed ports (for restarts on the same address); free ones are picked otherwise. */
+  registryPort?: number
+  routerPort?: number
+  metricsPort?: number
 }
 
 export interface SpegelNode {
+  readonly host: string
+  readonly registryPort: number
+  readonly routerPort: number
   readonly registryUrl: string
   readonly metricsUrl: string
   readonly process: ChildProcess
@@ -47,14 +56,15 @@ export interface SpegelNode {
 
 export async function startSpegel (init: SpegelNodeInit): Promise<SpegelNode> {
   const host = init.host ?? '127.0.0.1'
-  const registryPort = await freePort(host)
-  const metricsPort = await freePort(host)
+  const registryPort = init.registryPort ?? await freePort(host)
+  const metricsPort = init.metricsPort ?? await freePort(host)
+  const routerPort = init.routerPort ?? await freePort(host)
   const args = [
     MAIN_JS, 'registry',
     '--registry-addr', `${host}:${registryPort}`,
     '--metrics-addr', `${host}:${metricsPort}`,
-    '--router-addr', `${host}:0`,
-    '--bootstrap-kind', 'static',
+    '--router-addr', `${host}:${routerPort}`,
+    ...(init.bootstrapArgs ?? ['--bootstrap-kind', 'static']),
     '--log-level', init.logLevel ?? 'DEBUG',
     '--containerd-content-path', init.contentPath ?? '',
     ...(init.passSocketFlag === false ? [] : ['--containerd-sock', init.containerdSock]),
@@ -101,6 +111,9 @@ export async function startSpegel (init: SpegelNodeInit): Promise<SpegelNode> {
     return { status: res.status, body: res.body.toString('utf8') }
   }
   const node: SpegelNode = {
+    host,
+    registryPort,
+    routerPort,
     registryUrl,
     metricsUrl,
     process: child,
