@@ -1,0 +1,8 @@
+export type { BootstrapPeer, Bootstrapper, SelfInfo } from './types.js'
+export { BootstrapError } from './errors.js'
+export { staticBootstrapper } from './static.js'
+export { dnsBootstrapper, systemResolver, type DnsBootstrapperInit, type DnsResolver } from './dns.js'
+export { httpBootstrapper, parseIdResponse, type HttpBootstrapperInit, type HttpBootstrapperComponents } from './http.js'
+export { loadCertDir, type BootstrapTls } from './cert-dir.js'
+export { createBootstrapper, type BootstrapConfig, type BootstrapComponents } from './create.js'
+export { MAX_BOOTSTRAP_PEERS, DEFAULT_CALL_TIMEOUT_MS } from './constants.js'
