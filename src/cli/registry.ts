@@ -1,4 +1,5 @@
 import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { once } from 'node:events'
 import { Registry as PromRegistry } from 'prom-client'
 import type { RegistryConfig, HostPort } from '../config/index.js'
@@ -9,8 +10,12 @@ import { createLogger, parseLogLevel, type Logger } from '../observability/logge
 import { createMetrics, createMetricsHandler } from '../observability/metrics.js'
 import { createRegistryHandler } from '../registry/handler.js'
 import { loadBasicAuth } from '../registry/basic-auth.js'
-import { LocalOnlyRouter } from '../routing/memory-router.js'
+import { createBootstrapper } from '../routing/bootstrap/index.js'
+import { createP2PRouter, type P2PRouter } from '../routing/p2p/index.js'
 import { startSync } from '../routing/sync.js'
+import { RouterSlot } from '../routing/router-slot.js'
+import { createMirror } from '../registry/mirror.js'
+import { advertisedRegistryAddress } from './advertise-address.js'
 
 function listenHost (address: HostPort): string | undefined {
   return address.host === '' ? undefined : address.host.replace(/^\[(.*)\]$/, '$1')
@@ -74,15 +79,18 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
     session: (client, signal) => store.session(client, signal)
   })
   const store = new ContainerdStore({ log, supervisor }, { contentPath: config.containerdContentPath, filters })
-  const router = new LocalOnlyRouter()
-  const stopSync = startSync({
-    store,
-    router,
-    log,
-    onAdvertised: () => { metrics.setAdvertisedCounts(store.advertisedCounts()) }
-  })
 
-  const handler = createRegistryHandler({ store, router, metrics, log }, { filters, basicAuth })
+  // The router is created after the registry listens, so a port 0 resolves to the real one
+  // peers must use; until then the handler reports not-ready through isReady.
+  let router: P2PRouter | undefined
+  const routerProxy = new RouterSlot()
+  const mirror = createMirror({ router: routerProxy, log, metrics }, {
+    resolveTimeoutMs: config.mirrorResolveTimeoutMs,
+    resolveRetries: config.mirrorResolveRetries,
+    ...(basicAuth === undefined ? {} : { basicAuth }),
+    inflightTimeoutMinMs: MIRROR_INFLIGHT_TIMEOUT_MIN_MS
+  })
+  const handler = createRegistryHandler({ store, router: routerProxy, metrics, log }, { filters, basicAuth, mirror })
   const registryServer = createServer(handler, { log })
   const serveMetrics = createMetricsHandler(promRegistry)
   const metricsServer = http.createServer((req, res) => {
@@ -98,28 +106,57 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
   })
 
   // A containerd that is missing or broken is not a reason to exit: we serve, report
-  // not-ready and reconnect. Only our own listeners failing is fatal.
+  // not-ready and reconnect. Only our own listeners or identity failing is fatal.
   supervisor.start()
-  try {
-    await listen(registryServer, config.registryAddr)
-    await listen(metricsServer, config.metricsAddr)
-  } catch (err) {
+  let stopSync: (() => void) | undefined
+  const fail = async (err: unknown): Promise<number> => {
     log.error({ err: (err as Error).message }, 'exit with error')
-    stopSync()
+    stopSync?.()
+    await router?.stop({ goodbye: false })
+    await mirror.close()
     await supervisor.stop()
     registryServer.close()
     metricsServer.close()
     return 1
   }
-  log.info({ registry: addressText(registryServer), metrics: addressText(metricsServer), containerdSock: config.containerdSock }, 'running spegel')
+  try {
+    await listen(registryServer, config.registryAddr)
+    await listen(metricsServer, config.metricsAddr)
+    const registryPort = (registryServer.address() as AddressInfo).port
+    router = await createP2PRouter({ log }, {
+      listen: config.routerAddr,
+      dataDir: config.dataDir,
+      secretPath: config.routerSecretPath,
+      registryAddress: advertisedRegistryAddress(config.registryAddr, config.routerAddr, registryPort),
+      bootstrapper: createBootstrapper(config, { log })
+    })
+    routerProxy.set(router)
+    await router.start()
+  } catch (err) {
+    return await fail(err)
+  }
+  stopSync = startSync({
+    store,
+    router,
+    log,
+    onAdvertised: () => { metrics.setAdvertisedCounts(store.advertisedCounts()) }
+  })
+  log.info({ registry: addressText(registryServer), metrics: addressText(metricsServer), router: router.multiaddrs(), peerId: router.peerId, containerdSock: config.containerdSock }, 'running spegel')
 
   if (!runtime.shutdown.aborted) await once(runtime.shutdown, 'abort')
   log.info('shutting down')
   stopSync()
-  await Promise.all([closeServer(registryServer), closeServer(metricsServer), supervisor.stop()])
+  await Promise.all([closeServer(registryServer), closeServer(metricsServer), router.stop(), mirror.close(), supervisor.stop()])
   log.info('exit gracefully')
   return 0
 }
+
+/**
+ * A single peer that holds content may be slow to answer on a loaded node; Spegel's 100 ms
+ * floor turns that into a 404 and a failed pull when upstream is down. A second is still far
+ * below containerd's patience, and hedged attempts go to other peers meanwhile.
+ */
+const MIRROR_INFLIGHT_TIMEOUT_MIN_MS = 1000
 
 function addressText (server: http.Server): string {
   const address = server.address()
