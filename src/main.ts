@@ -2,6 +2,8 @@
 import { runCli } from './cli/program.js'
 import { runRegistry } from './cli/registry.js'
 import { runDoctor } from './cli/doctor.js'
+import { runConfiguration } from './cli/configuration.js'
+import { runCleanup, runCleanupWait } from './cli/cleanup.js'
 
 /**
  * Composition root and the only place that exits the process. The first SIGINT/SIGTERM
@@ -24,7 +26,10 @@ process.on('unhandledRejection', (reason) => {
 
 const code = await runCli(process.argv.slice(2), process.env, {
   registry: (config) => runRegistry(config, { shutdown: shutdown.signal }),
-  doctor: (config) => runDoctor(config)
+  doctor: (config) => runDoctor(config),
+  configuration: (config) => runConfiguration(config),
+  cleanup: (config) => runCleanup(config, { shutdown: shutdown.signal }),
+  cleanupWait: (config) => runCleanupWait(config, { shutdown: shutdown.signal })
 })
 process.exitCode = code
 process.removeListener('SIGINT', onSignal)

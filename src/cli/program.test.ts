@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { runCli, type CliHandlers } from './program.js'
-import type { DoctorConfig, RegistryConfig } from '../config/index.js'
+import type { CleanupConfig, CleanupWaitConfig, ConfigurationConfig, DoctorConfig, RegistryConfig } from '../config/index.js'
 
 const PEER_A = '/ip4/10.0.0.5/tcp/5001/p2p/12D3KooWAsvvigG9jqjMNWMmqXph6BvszxTus6Fg6k5UZda2iKDB'
 const PEER_B = '/ip6/fd00::7/tcp/5001/p2p/12D3KooWAsvvigG9jqjMNWMmqXph6BvszxTus6Fg6k5UZda2iKDB'
@@ -13,14 +13,20 @@ interface Run {
   stderr: string
   registry: RegistryConfig[]
   doctor: DoctorConfig[]
+  configuration: ConfigurationConfig[]
+  cleanup: CleanupConfig[]
+  cleanupWait: CleanupWaitConfig[]
 }
 
 /** Runs the CLI with handlers that record the config they receive (the CLI's seam). */
 async function run (argv: string[], env: NodeJS.ProcessEnv = {}, handlerCode = 0): Promise<Run> {
-  const result: Run = { code: -1, stdout: '', stderr: '', registry: [], doctor: [] }
+  const result: Run = { code: -1, stdout: '', stderr: '', registry: [], doctor: [], configuration: [], cleanup: [], cleanupWait: [] }
   const handlers: CliHandlers = {
     registry: async (config) => { result.registry.push(config); return handlerCode },
-    doctor: async (config) => { result.doctor.push(config); return handlerCode }
+    doctor: async (config) => { result.doctor.push(config); return handlerCode },
+    configuration: async (config) => { result.configuration.push(config); return handlerCode },
+    cleanup: async (config) => { result.cleanup.push(config); return handlerCode },
+    cleanupWait: async (config) => { result.cleanupWait.push(config); return handlerCode }
   }
   result.code = await runCli(argv, env, handlers, {
     stdout: (s) => { result.stdout += s },
@@ -41,7 +47,7 @@ async function registryConfig (argv: string[], env: NodeJS.ProcessEnv = {}): Pro
 async function usageError (argv: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
   const r = await run(argv, env)
   assert.equal(r.code, 2, `expected exit 2, got ${r.code}; stderr: ${r.stderr}`)
-  assert.equal(r.registry.length + r.doctor.length, 0, 'handler must not run')
+  assert.equal(r.registry.length + r.doctor.length + r.configuration.length + r.cleanup.length + r.cleanupWait.length, 0, 'handler must not run')
   assert.match(r.stderr, /^error: /m)
   assert.match(r.stderr, /--help' for usage\)/)
   return r.stderr
@@ -308,7 +314,10 @@ describe('runCli: help and subcommand selection', () => {
   it('lets a handler failure propagate', async () => {
     const failing: CliHandlers = {
       registry: async () => { throw new Error('boom') },
-      doctor: async () => 0
+      doctor: async () => 0,
+      configuration: async () => 0,
+      cleanup: async () => 0,
+      cleanupWait: async () => 0
     }
     await assert.rejects(runCli(['registry', ...DNS], {}, failing, { stdout: () => {}, stderr: () => {} }), /boom/)
   })

@@ -1,14 +1,19 @@
 import { Command, CommanderError, Option } from 'commander'
 import {
-  doctorSettings, globalSettings, parseDoctorConfig, parseRegistryConfig, parseVersionConfig,
-  registrySettings, settingHelp, versionSettings,
-  type ConfigError, type DoctorConfig, type ParseResult, type RegistryConfig, type Setting
+  cleanupSettings, cleanupWaitSettings, configurationSettings, doctorSettings, globalSettings,
+  parseCleanupConfig, parseCleanupWaitConfig, parseConfigurationConfig, parseDoctorConfig,
+  parseRegistryConfig, parseVersionConfig, registrySettings, settingHelp, versionSettings,
+  type CleanupConfig, type CleanupWaitConfig, type ConfigError, type ConfigurationConfig,
+  type DoctorConfig, type ParseResult, type RegistryConfig, type Setting
 } from '../config/index.js'
 import { runVersion } from './version.js'
 
 export interface CliHandlers {
   registry (config: RegistryConfig): Promise<number>
   doctor (config: DoctorConfig): Promise<number>
+  configuration (config: ConfigurationConfig): Promise<number>
+  cleanup (config: CleanupConfig): Promise<number>
+  cleanupWait (config: CleanupWaitConfig): Promise<number>
 }
 
 export interface CliIo {
@@ -25,7 +30,7 @@ const processIo: CliIo = {
 const EXIT_USAGE = 2
 const HELP_WIDTH = 100
 
-type SubcommandName = 'registry' | 'doctor' | 'version'
+type SubcommandName = 'registry' | 'doctor' | 'configuration' | 'cleanup' | 'cleanup-wait' | 'version'
 
 interface Declared {
   setting: Setting<unknown>
@@ -105,6 +110,9 @@ export async function runCli (argv: string[], env: NodeJS.ProcessEnv, handlers: 
   }
   subcommand('registry', 'run the registry mirror on this node (long-running)', registrySettings)
   subcommand('doctor', 'check containerd and its mirror configuration on this node', doctorSettings)
+  subcommand('configuration', 'write containerd mirror configuration (hosts.toml) for this node, then exit', configurationSettings)
+  subcommand('cleanup', 'restore the containerd configuration saved by configuration, then serve GET /readyz until stopped', cleanupSettings)
+  subcommand('cleanup-wait', 'wait until every cleanup pod behind --probe-endpoint answers GET /readyz', cleanupWaitSettings)
   subcommand('version', 'print version information', versionSettings)
   program.showHelpAfterError("(run 'spegel --help' for usage)")
 
@@ -150,6 +158,12 @@ export async function runCli (argv: string[], env: NodeJS.ProcessEnv, handlers: 
       return await run(parseRegistryConfig(flags, env), (c) => handlers.registry(c))
     case 'doctor':
       return await run(parseDoctorConfig(flags, env), (c) => handlers.doctor(c))
+    case 'configuration':
+      return await run(parseConfigurationConfig(flags, env), (c) => handlers.configuration(c))
+    case 'cleanup':
+      return await run(parseCleanupConfig(flags, env), (c) => handlers.cleanup(c))
+    case 'cleanup-wait':
+      return await run(parseCleanupWaitConfig(flags, env), (c) => handlers.cleanupWait(c))
     case 'version':
       return await run(parseVersionConfig(flags, env), (c) => runVersion(c.format, { env }, io))
   }

@@ -8,7 +8,10 @@ import { getVersionInfo, readDistro } from './version.js'
 
 const handlers: CliHandlers = {
   registry: async () => { throw new Error('registry must not run') },
-  doctor: async () => { throw new Error('doctor must not run') }
+  doctor: async () => { throw new Error('doctor must not run') },
+  configuration: async () => { throw new Error('configuration must not run') },
+  cleanup: async () => { throw new Error('cleanup must not run') },
+  cleanupWait: async () => { throw new Error('cleanup-wait must not run') }
 }
 
 async function run (argv: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number, stdout: string, stderr: string }> {

@@ -49,6 +49,32 @@ export interface DoctorConfig {
   readonly output: s.OutputFormat
 }
 
+export interface ConfigurationConfig {
+  readonly logLevel: LogLevel
+  readonly containerdRegistryConfigPath: string
+  /** As given (URLs or `_default`/`*`), validated; empty means all registries (`_default`). */
+  readonly mirroredRegistries: readonly string[]
+  /** Validated URLs in order, IPv6 hosts bracketed; never empty. */
+  readonly mirrorTargets: readonly string[]
+  readonly resolveTags: boolean
+  readonly prependExisting: boolean
+}
+
+export interface CleanupConfig {
+  readonly logLevel: LogLevel
+  /** Probe server listen address. */
+  readonly addr: HostPort
+  readonly containerdRegistryConfigPath: string
+}
+
+export interface CleanupWaitConfig {
+  readonly logLevel: LogLevel
+  /** Host (never empty) and port of the cleanup probe servers. */
+  readonly probeEndpoint: HostPort
+  readonly threshold: number
+  readonly periodMs: number
+}
+
 export interface VersionConfig {
   readonly logLevel: LogLevel
   /** Not validated here: `version` reports an unknown format itself, as Spegel does (exit 1). */
@@ -94,6 +120,28 @@ export const doctorSettings = {
   containerdRegistryConfigPath: s.containerdRegistryConfigPath,
   registryAddr: s.registryAddr,
   output: s.doctorOutput
+} as const satisfies SettingMap
+
+export const configurationSettings = {
+  logLevel: s.logLevel,
+  containerdRegistryConfigPath: s.containerdRegistryConfigPath,
+  mirroredRegistries: s.mirroredRegistries,
+  mirrorTargets: s.mirrorTargets,
+  resolveTags: s.resolveTags,
+  prependExisting: s.prependExisting
+} as const satisfies SettingMap
+
+export const cleanupSettings = {
+  logLevel: s.logLevel,
+  addr: s.cleanupAddr,
+  containerdRegistryConfigPath: s.containerdRegistryConfigPath
+} as const satisfies SettingMap
+
+export const cleanupWaitSettings = {
+  logLevel: s.logLevel,
+  probeEndpoint: s.probeEndpoint,
+  threshold: s.threshold,
+  periodMs: s.period
 } as const satisfies SettingMap
 
 export const versionSettings = {
@@ -170,6 +218,24 @@ export function parseDoctorConfig (flags: FlagValues, env: Env): ParseResult<Doc
   if (errors.length > 0 || !isComplete(doctorSettings, values)) return { ok: false, errors }
   const config: DoctorConfig = { ...values, containerdSockExplicit: sources.containerdSock !== 'default' }
   return { ok: true, config: Object.freeze(config) }
+}
+
+function parseSimple<M extends SettingMap> (settings: M, flags: FlagValues, env: Env): ParseResult<Values<M>> {
+  const { values, errors } = resolveAll(settings, flags, env)
+  if (errors.length > 0 || !isComplete(settings, values)) return { ok: false, errors }
+  return { ok: true, config: Object.freeze({ ...values }) }
+}
+
+export function parseConfigurationConfig (flags: FlagValues, env: Env): ParseResult<ConfigurationConfig> {
+  return parseSimple(configurationSettings, flags, env)
+}
+
+export function parseCleanupConfig (flags: FlagValues, env: Env): ParseResult<CleanupConfig> {
+  return parseSimple(cleanupSettings, flags, env)
+}
+
+export function parseCleanupWaitConfig (flags: FlagValues, env: Env): ParseResult<CleanupWaitConfig> {
+  return parseSimple(cleanupWaitSettings, flags, env)
 }
 
 export function parseVersionConfig (flags: FlagValues, env: Env): ParseResult<VersionConfig> {

@@ -7,6 +7,9 @@ export { settingHelp } from './setting.js'
 export type { BootstrapKind, OutputFormat } from './settings.js'
 export {
   parseRegistryConfig, parseDoctorConfig, parseVersionConfig,
+  parseConfigurationConfig, parseCleanupConfig, parseCleanupWaitConfig,
   registrySettings, doctorSettings, versionSettings, globalSettings,
-  type RegistryConfig, type DoctorConfig, type VersionConfig, type ParseResult
+  configurationSettings, cleanupSettings, cleanupWaitSettings,
+  type RegistryConfig, type DoctorConfig, type VersionConfig, type ParseResult,
+  type ConfigurationConfig, type CleanupConfig, type CleanupWaitConfig
 } from './commands.js'

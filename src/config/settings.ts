@@ -1,6 +1,7 @@
 import { ConfigError, ValueError } from './errors.js'
 import { parseDurationNs } from './duration.js'
 import { splitHostPort, type HostPort } from './host-port.js'
+import { bracketIPv6Host, registryUrlProblems, WILDCARD_REGISTRIES } from '../mirror-config/index.js'
 import type { ListSetting, ScalarSetting } from './setting.js'
 import {
   checkHttpUrl, checkPeerMultiaddr, checkRegex, checkRegistryUrls, parseBool, parseInteger,
@@ -257,6 +258,111 @@ export const containerdRegistryConfigPath: ScalarSetting<string> = {
   valueName: 'DIR',
   help: 'directory containerd uses as registry config_path (hosts.toml files)',
   parse: parseNonEmpty('path')
+}
+
+export const MIRROR_TARGETS_FIX = 'set --mirror-targets (env MIRROR_TARGETS) to this node\'s spegel first, e.g. http://10.0.0.7:30020, then any other mirrors'
+
+/**
+ * IPv6 targets get brackets (spec 6.7) before they are checked. Spegel brackets only the first
+ * target; any later one needing it would be an invalid URL, so bracketing all changes nothing else.
+ */
+function checkMirrorTarget (raw: string): string {
+  const url = bracketIPv6Host(raw)
+  if (WILDCARD_REGISTRIES.includes(url)) throw new ValueError('wildcard registries are not allowed', 'list mirror URLs such as http://10.0.0.7:30020')
+  const problems = registryUrlProblems(url)
+  if (problems.length > 0) throw new ValueError(`invalid mirror target ${JSON.stringify(raw)}: ${problems.join(', ')}`, 'use http(s)://host:port with nothing after the port, e.g. http://10.0.0.7:30020')
+  return url
+}
+
+export const mirrorTargets: ListSetting<readonly string[]> = {
+  kind: 'list',
+  flag: 'mirror-targets',
+  env: 'MIRROR_TARGETS',
+  default: [],
+  valueName: 'URL...',
+  help: 'mirrors written into hosts.toml in the order containerd tries them; the first is this node\'s spegel; required',
+  parse: (values) => {
+    if (values.length === 0) throw new ConfigError(`--mirror-targets is required; ${MIRROR_TARGETS_FIX}`, { flag: '--mirror-targets', fix: MIRROR_TARGETS_FIX })
+    return Object.freeze(values.map(checkMirrorTarget))
+  }
+}
+
+export const resolveTags: ScalarSetting<boolean> = {
+  kind: 'bool',
+  flag: 'resolve-tags',
+  env: 'RESOLVE_TAGS',
+  default: 'true',
+  valueName: 'BOOL',
+  help: 'let containerd resolve tags through the mirrors (the resolve capability)',
+  parse: parseBool
+}
+
+export const prependExisting: ScalarSetting<boolean> = {
+  kind: 'bool',
+  flag: 'prepend-existing',
+  env: 'PREPEND_EXISTING',
+  default: 'false',
+  valueName: 'BOOL',
+  help: 'keep the hosts of an existing hosts.toml after the mirror targets',
+  parse: parseBool
+}
+
+function requiredHostPort (flag: string, env: string, example: string) {
+  return (s: string): HostPort => {
+    if (s === '') {
+      const fix = `set --${flag} (env ${env}) to host:port, e.g. ${example}`
+      throw new ConfigError(`--${flag} is required; ${fix}`, { flag: `--${flag}`, fix })
+    }
+    return hostPort(s)
+  }
+}
+
+export const cleanupAddr: ScalarSetting<HostPort> = {
+  kind: 'scalar',
+  flag: 'addr',
+  env: 'ADDR',
+  default: '',
+  valueName: 'ADDR',
+  help: 'listen address of the probe server that reports the cleanup done (GET /readyz); required',
+  parse: requiredHostPort('addr', 'ADDR', ':8080')
+}
+
+export const probeEndpoint: ScalarSetting<HostPort> = {
+  kind: 'scalar',
+  flag: 'probe-endpoint',
+  env: 'PROBE_ENDPOINT',
+  default: '',
+  valueName: 'HOST:PORT',
+  help: 'name and port of the cleanup pods\' probe servers; every address the name resolves to is probed; required',
+  parse: (s) => {
+    const value = requiredHostPort('probe-endpoint', 'PROBE_ENDPOINT', 'spegel-cleanup.spegel.svc.cluster.local:8080')(s)
+    if (value.host === '') throw new ValueError('the host is empty', 'give a name or address to probe, e.g. spegel-cleanup.spegel.svc.cluster.local:8080')
+    return value
+  }
+}
+
+export const threshold: ScalarSetting<number> = {
+  kind: 'scalar',
+  flag: 'threshold',
+  env: 'THRESHOLD',
+  default: '3',
+  valueName: 'COUNT',
+  help: 'consecutive successful probe rounds needed',
+  parse: (s) => parseInteger(s, 1)
+}
+
+export const period: ScalarSetting<number> = {
+  kind: 'scalar',
+  flag: 'period',
+  env: 'PERIOD',
+  default: '2s',
+  valueName: 'DURATION',
+  help: 'time between probe rounds',
+  parse: (s) => {
+    const ms = parseDurationNs(s) / 1e6
+    if (ms <= 0) throw new ValueError('the period must be positive', 'use a duration such as 2s')
+    return ms
+  }
 }
 
 function outputFormat (flag: string) {

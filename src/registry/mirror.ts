@@ -206,7 +206,7 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
       }
 
       const { response, manifest } = first.value
-      addLogAttrs(res, { peer: first.peer.id })
+      addLogAttrs(res, { peer: first.peer.id, peerAddress: first.peer.registryAddress })
       res.writeHead(response.range === undefined ? 200 : 206, responseHeaders(request, response))
       if (method === 'HEAD') {
         res.end()
