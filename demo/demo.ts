@@ -108,8 +108,8 @@ async function main (): Promise<number> {
 
     say(`building ${IMAGE} (${LAYER_MIB.join(' + ')} MiB layers) and importing it into node1 only`)
     const image = await buildImage(path.join(workDir, 'image'), IMAGE, LAYER_MIB.map((m) => m * 1048576))
-    const importedAt = performance.now()
     await nodes[0]!.containerd.importImage(image.archivePath!)
+    const importedAt = performance.now()
     const tagUrl = `${nodes[1]!.spegel.registryUrl}/v2/demo/app/manifests/1.0?ns=${REGISTRY}`
     await waitFor(async () => {
       const res = await fetch(tagUrl, { method: 'HEAD' })
