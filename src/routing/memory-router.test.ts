@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { LocalOnlyRouter, MemoryRouter, MemoryRouterNetwork } from './memory-router.js'
+import { routerConformance } from './conformance.js'
 import type { Peer, Router } from './types.js'
 
 async function collect (router: Router, key: string, options?: Parameters<Router['lookup']>[1]): Promise<Peer[]> {
@@ -82,4 +83,19 @@ describe('LocalOnlyRouter', () => {
     r.replaceAll(['c'])
     assert.deepEqual(r.advertisedKeys(), ['c'])
   })
+})
+
+routerConformance('MemoryRouter', async () => {
+  const network = new MemoryRouterNetwork()
+  const selves = [
+    { id: 'node-a', registryAddress: '10.0.0.1:5000' },
+    { id: 'node-b', registryAddress: '10.0.0.2:5000' },
+    { id: 'node-c', registryAddress: '[fd00::3]:5000' }
+  ]
+  return {
+    routers: selves.map((s) => new MemoryRouter({ network }, s)),
+    selves,
+    settle: async () => {},
+    teardown: async () => {}
+  }
 })
