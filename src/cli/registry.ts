@@ -14,6 +14,7 @@ import { createBootstrapper } from '../routing/bootstrap/index.js'
 import { createP2PRouter, type P2PRouter } from '../routing/p2p/index.js'
 import { startSync } from '../routing/sync.js'
 import { RouterSlot } from '../routing/router-slot.js'
+import { createDebugHandler } from '../web/debug.js'
 import { createMirror } from '../registry/mirror.js'
 import { advertisedRegistryAddress } from './advertise-address.js'
 
@@ -93,7 +94,18 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
   const handler = createRegistryHandler({ store, router: routerProxy, metrics, log }, { filters, basicAuth, mirror })
   const registryServer = createServer(handler, { log })
   const serveMetrics = createMetricsHandler(promRegistry)
+  const debug = config.debugWebEnabled ? createDebugHandler({ store, router: () => router }) : undefined
   const metricsServer = http.createServer((req, res) => {
+    if (debug !== undefined && req.url?.startsWith('/debug/') === true) {
+      debug(req, res).then((handled) => {
+        if (!handled) res.writeHead(404, { 'Content-Length': 0 }).end()
+      }, (err: unknown) => {
+        log.error({ err }, 'debug page failed')
+        if (!res.headersSent) res.writeHead(500, { 'Content-Length': 0 })
+        res.end()
+      })
+      return
+    }
     if (req.url === '/metrics' && (req.method === 'GET' || req.method === 'HEAD')) {
       serveMetrics(req, res).catch((err: unknown) => {
         log.error({ err }, 'could not render metrics')
