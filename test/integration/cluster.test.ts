@@ -212,3 +212,41 @@ describe('cluster: a pre-shared key keeps other nodes out', { skip }, () => {
     }
   })
 })
+
+describe('cluster: registry filters', { skip }, () => {
+  it('lets a filtered tag fall through to upstream while other tags come from peers', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'spg-filter-'))
+    // A stand-alone node with its own containerd plays the upstream registry.
+    const upstream = await startCluster(1)
+    let cluster: Cluster | undefined
+    try {
+      const image = await buildImage(path.join(dir, 'img'), 'example.test/team/app:latest', [4096])
+      const up = upstream.nodes[0]!
+      await up.containerd.importImage(image.archivePath!)
+      await up.containerd.ctr(['images', 'tag', 'example.test/team/app:latest', 'example.test/team/app:1.0'])
+      await up.spegel.waitReady(30_000)
+      cluster = await startCluster(2, {
+        nodeOptions: (i) => i === 1 ? { extraArgs: ['--registry-filters', ':latest$'], upstream: up.spegel.registryUrl } : {}
+      })
+      const [holder, filtered] = cluster.nodes
+      await holder!.containerd.importImage(image.archivePath!)
+      await holder!.containerd.ctr(['images', 'tag', 'example.test/team/app:latest', 'example.test/team/app:1.0'])
+      await waitFor(async () => (await lookupPeers(filtered!, 'example.test/team/app:1.0')).length > 0, { timeoutMs: 20_000, what: 'tag advertised' })
+
+      const upstreamBefore = up.spegel.logs.length
+      await filtered!.containerd.ctr(['images', 'pull', '--hosts-dir', filtered!.containerd.configPath, 'example.test/team/app:latest'])
+      const upstreamHits = up.spegel.logs.slice(upstreamBefore).filter((l) => String(l.path).includes('/manifests/latest'))
+      assert.ok(upstreamHits.length > 0, 'the filtered tag was resolved upstream')
+      const refused = filtered!.spegel.logs.find((l) => String(l.path).includes('/manifests/latest') && l.status === 404)
+      assert.ok(refused, 'the local node answered 404 for the filtered tag')
+
+      const beforeTag = up.spegel.logs.length
+      await filtered!.containerd.ctr(['images', 'pull', '--hosts-dir', filtered!.containerd.configPath, 'example.test/team/app:1.0'])
+      assert.ok(!up.spegel.logs.slice(beforeTag).some((l) => String(l.path).includes('/manifests/1.0')), 'an unfiltered tag never reached upstream')
+    } finally {
+      await cluster?.dispose()
+      await upstream.dispose()
+      await fs.rm(dir, { recursive: true, force: true })
+    }
+  })
+})
