@@ -10,7 +10,6 @@ export const REQUEST_CALL_TIMEOUT_MS = 2000
 export const LIST_CALL_TIMEOUT_MS = 30_000
 /** Blobs up to this size are read with one read instead of a stream (much faster on Node 24). */
 export const SMALL_READ_LIMIT_BYTES = 256 * 1024
-export const STREAM_HIGH_WATER_MARK = 1024 * 1024
 /** Pending containerd events beyond this trigger a full relist instead of growing the queue. */
 export const MAX_PENDING_EVENTS = 1000
 /** While connected, how often containerd is asked for its version, and how long it has to answer. */

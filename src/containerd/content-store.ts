@@ -1,6 +1,7 @@
 import fsp from 'node:fs/promises'
 import path from 'node:path'
-import { Readable } from 'node:stream'
+import { Readable, addAbortSignal } from 'node:stream'
+import { FileRangeStream } from '../store/file-range-stream.js'
 import type { Logger } from '../observability/logger.js'
 import {
   childDescriptors,
@@ -19,7 +20,7 @@ import { grpc, grpcCode, isGrpcNotFound, type ContainerdClient, type ContainerdE
 import { decodeEvent, eventFilters } from './events.js'
 import { contentPathReadable } from './diagnose.js'
 import type { ContainerdSupervisor } from './supervisor.js'
-import { LIST_CALL_TIMEOUT_MS, MAX_PENDING_EVENTS, REQUEST_CALL_TIMEOUT_MS, SMALL_READ_LIMIT_BYTES, STREAM_HIGH_WATER_MARK } from './constants.js'
+import { LIST_CALL_TIMEOUT_MS, MAX_PENDING_EVENTS, REQUEST_CALL_TIMEOUT_MS, SMALL_READ_LIMIT_BYTES } from './constants.js'
 
 export interface ContainerdStoreComponents {
   log: Logger
@@ -188,7 +189,9 @@ export class ContainerdStore implements Store {
             await handle.close()
           }
         }
-        return handle.createReadStream({ start, end, highWaterMark: STREAM_HIGH_WATER_MARK, signal: options.signal })
+        const stream = new FileRangeStream(handle, start, end)
+        if (options.signal !== undefined) addAbortSignal(options.signal, stream)
+        return stream
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`content ${digest}`, { cause: err })
         throw err

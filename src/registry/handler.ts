@@ -12,6 +12,7 @@ import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
 import type { Router } from '../routing/index.js'
 import { NotFoundError, StoreUnavailableError, type Descriptor, type Store } from '../store/index.js'
+import { FileRangeStream } from '../store/file-range-stream.js'
 
 /** Set by Spegel peers on requests to each other: serve from local content only, never forward. */
 export const MIRRORED_HEADER = 'x-spegel-mirrored'
@@ -182,12 +183,17 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
     const stream = await openContent('blob', digest, range, signal)
     res.writeHead(status, headers)
     try {
-      await pipeline(stream, res)
+      if (stream instanceof FileRangeStream) {
+        await stream.sendTo(res, signal)
+        res.end()
+      } else {
+        await pipeline(stream, res)
+      }
     } catch (err) {
       // A client hanging up is routine (containerd's chunked fetch closes early); only our
       // failures count. `signal` cannot tell them apart: pipeline destroys the response on a
       // source error too, which closes it and fires the signal before we get here.
-      if (isClientGone(err)) return
+      if (isClientGone(err) || (stream instanceof FileRangeStream && signal.aborted)) return
       attachError(res, err)
       log.debug({ err, digest }, 'blob stream failed')
       res.destroy()

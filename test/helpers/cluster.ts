@@ -79,8 +79,18 @@ export async function startCluster (count: number, init: { firstHost?: number, n
       bootstrapArgs,
       extraArgs: ['--data-dir', dataDir, ...(options.extraArgs ?? [])]
     })
-    const spegel = await launch()
-    const running = await spegel.waitForLog((l) => l.msg === 'running spegel', 'running spegel')
+    let spegel: SpegelNode
+    let running
+    try {
+      spegel = await launch()
+      running = await spegel.waitForLog((l) => l.msg === 'running spegel', 'running spegel').catch(async (err: unknown) => {
+        await spegel.stop()
+        throw err
+      })
+    } catch (err) {
+      await containerd.dispose()
+      throw err
+    }
     const registry = options.mirroredRegistry ?? 'example.test'
     const hostsDir = path.join(containerd.configPath, registry)
     await fs.mkdir(hostsDir, { recursive: true })
@@ -109,15 +119,17 @@ export async function startCluster (count: number, init: { firstHost?: number, n
     return node
   }
 
-  for (let i = 0; i < count; i++) await addNode(init.nodeOptions?.(i))
-  return {
-    nodes,
-    bootstrapUrl,
-    addNode,
-    async dispose () {
-      for (const node of nodes) await node.spegel.stop().catch(() => undefined)
-      for (const node of nodes) await node.containerd.dispose()
-      await fs.rm(workDir, { recursive: true, force: true })
-    }
+  const dispose = async (): Promise<void> => {
+    for (const node of nodes) await node.spegel.stop().catch(() => undefined)
+    for (const node of nodes) await node.containerd.dispose()
+    await fs.rm(workDir, { recursive: true, force: true })
   }
+  try {
+    for (let i = 0; i < count; i++) await addNode(init.nodeOptions?.(i))
+  } catch (err) {
+    // Nothing may outlive a failed start: a stray node process keeps the test runner alive.
+    await dispose()
+    throw err
+  }
+  return { nodes, bootstrapUrl, addNode, dispose }
 }

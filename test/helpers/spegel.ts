@@ -147,13 +147,18 @@ export async function startSpegel (init: SpegelNodeInit): Promise<SpegelNode> {
     }
   }
   // The HTTP server starts before containerd is reached: wait for /livez only.
-  await waitFor(async () => {
+  try {
+    await waitFor(async () => {
     if (exitCode !== undefined) throw new Error(`spegel exited with ${String(exitCode)}: ${stderr.slice(-2000)}`)
     try {
       return (await httpRequest(`${registryUrl}/livez`, { method: 'GET' })).status === 200
     } catch {
       return false
     }
-  }, { timeoutMs: 15_000, what: 'spegel /livez' })
+    }, { timeoutMs: 15_000, what: 'spegel /livez' })
+  } catch (err) {
+    child.kill('SIGKILL')
+    throw err
+  }
   return node
 }
