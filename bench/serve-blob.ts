@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 /**
  * Serving benchmark: one spegel-ts node against nginx (sendfile) on the very same file of a real
- * containerd content store, with a bare Node file server as a third, reference column.
+ * containerd content store, with two bare Node file servers (bench/node-file-server.ts) as
+ * reference columns: what Node itself costs, and what it costs without per-chunk buffers.
  *
  *   npx node dist/bench/serve-blob.js [--size-mib 1024] [--runs 5] [--wrk-seconds 5]
  *
- * Needs root, containerd + ctr, curl, nginx and wrk. Not a test: it never asserts on timing; it
+ * Needs root, containerd + ctr, curl, nginx, wrk and ab. Not a test: it never asserts on timing; it
  * only refuses to report numbers for responses that were wrong (status or byte count).
  * See bench/README.md.
  */
@@ -216,8 +217,8 @@ async function stopNginx (child: ChildProcess): Promise<void> {
 
 interface NodeRefServer { port: number, child: ChildProcess }
 
-async function startNodeRef (root: string): Promise<NodeRefServer> {
-  const child = spawn(process.execPath, [path.join(here, 'node-file-server.js'), root, String(NODE_HWM_BYTES)], {
+async function startNodeRef (root: string, mode: 'stream' | 'pool'): Promise<NodeRefServer> {
+  const child = spawn(process.execPath, [path.join(here, 'node-file-server.js'), root, String(NODE_HWM_BYTES), mode], {
     stdio: ['ignore', 'pipe', 'inherit']
   })
   const lines = createInterface({ input: child.stdout! })
@@ -228,6 +229,9 @@ async function startNodeRef (root: string): Promise<NodeRefServer> {
   try {
     const { port } = await Promise.race([first, exited])
     return { port, child }
+  } catch (err) {
+    child.kill('SIGKILL')
+    throw err
   } finally {
     exited.catch(() => { /* a later exit is seen by stop; only the start race needed this */ })
     lines.close()
@@ -249,7 +253,14 @@ async function stopChild (child: ChildProcess): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Measurements.
 
-interface CurlResult { mbPerSecond: number, seconds: number, cpuPercent: number }
+interface CurlResult {
+  mbPerSecond: number
+  seconds: number
+  /** Server CPU over the download's wall time, as a share of one core. */
+  cpuPercent: number
+  /** Server CPU seconds spent per GiB sent: moved less than MB/s by other load on the machine. */
+  cpuSecondsPerGiB: number
+}
 
 async function download (target: Target, expectedBytes: number): Promise<CurlResult> {
   const cpuBefore = cpuSeconds(target.pids)
@@ -263,7 +274,7 @@ async function download (target: Target, expectedBytes: number): Promise<CurlRes
     throw new Error(`${target.label}: GET ${target.blobUrl} gave HTTP ${String(status)} with ${String(size)} bytes, expected 200 with ${expectedBytes}`)
   }
   const seconds = total ?? 0
-  return { mbPerSecond: (speed ?? 0) / 1e6, seconds, cpuPercent: seconds > 0 ? 100 * cpu / seconds : 0 }
+  return { mbPerSecond: (speed ?? 0) / 1e6, seconds, cpuPercent: seconds > 0 ? 100 * cpu / seconds : 0, cpuSecondsPerGiB: cpu / (expectedBytes / (1024 * MIB)) }
 }
 
 interface LoadResult { requestsPerSecond: number, cpuPercent: number, warnings: string[] }
@@ -433,46 +444,53 @@ async function main (): Promise<void> {
     getManifestUrl: `${nginxUrl}/${hexOf(manifest.digest)}`
   }
 
-  const nodeRef = await startNodeRef(blobsDir)
-  cleanupSteps.push({
-    name: 'node-file-server',
-    async: async () => { await stopChild(nodeRef.child) },
-    sync: () => { nodeRef.child.kill('SIGKILL') }
-  })
-  const nodeUrl = `http://127.0.0.1:${nodeRef.port}`
-  const nodeTarget: Target = {
-    label: `node-1MiB`,
-    pids: [nodeRef.child.pid!],
-    blobUrl: `${nodeUrl}/${hexOf(layer.digest)}`,
-    headManifestUrl: `${nodeUrl}/${hexOf(manifest.digest)}`,
-    getManifestUrl: `${nodeUrl}/${hexOf(manifest.digest)}`
+  const nodeTargets: Target[] = []
+  for (const mode of ['stream', 'pool'] as const) {
+    const server = await startNodeRef(blobsDir, mode)
+    cleanupSteps.push({
+      name: `node-file-server ${mode}`,
+      async: async () => { await stopChild(server.child) },
+      sync: () => { server.child.kill('SIGKILL') }
+    })
+    const url = `http://127.0.0.1:${server.port}`
+    nodeTargets.push({
+      label: mode === 'stream' ? 'node' : 'node-pool',
+      pids: [server.child.pid!],
+      blobUrl: `${url}/${hexOf(layer.digest)}`,
+      headManifestUrl: `${url}/${hexOf(manifest.digest)}`,
+      getManifestUrl: `${url}/${hexOf(manifest.digest)}`
+    })
   }
-  const targets = [spegelTarget, nginxTarget, nodeTarget]
+  const [nodeTarget, poolTarget] = nodeTargets as [Target, Target]
+  const targets = [spegelTarget, nginxTarget, nodeTarget, poolTarget]
   for (const target of targets) {
     await checkStatus(target.headManifestUrl, 'HEAD', target.label)
     await checkStatus(target.getManifestUrl, 'GET', target.label)
   }
-  log(`spegel ${spegel.registryUrl} (pid ${spegel.process.pid}), nginx ${nginxUrl} (master ${nginxPid}), node ref ${nodeUrl} (pid ${nodeRef.child.pid})`)
+  log(`spegel ${spegel.registryUrl} (pid ${spegel.process.pid}), nginx ${nginxUrl} (master ${nginxPid}), node ${nodeTarget.blobUrl.split('/').slice(0, 3).join('/')} (pid ${nodeTarget.pids[0]}), node-pool ${poolTarget.blobUrl.split('/').slice(0, 3).join('/')} (pid ${poolTarget.pids[0]})`)
 
   // 1. Blob throughput.
   log(`\n== GET blob ${opts.sizeMiB} MiB, curl, warm-up + ${opts.runs} interleaved runs (MB = 1e6 bytes) ==`)
   for (const target of targets) {
     const r = await download(target, sizeBytes)
-    log(`warm-up ${target.label.padEnd(9)} ${fmt(r.mbPerSecond).padStart(6)} MB/s  server cpu ${fmt(r.cpuPercent)}%`)
+    log(`warm-up ${target.label.padEnd(9)} ${fmt(r.mbPerSecond).padStart(6)} MB/s  ${r.seconds.toFixed(2)} s  server cpu ${fmt(r.cpuPercent).padStart(3)}%, ${r.cpuSecondsPerGiB.toFixed(2)} s/GiB`)
   }
   const speeds = new Map<string, number[]>(targets.map(tg => [tg.label, []]))
   const cpus = new Map<string, number[]>(targets.map(tg => [tg.label, []]))
+  const cpuPerGiB = new Map<string, number[]>(targets.map(tg => [tg.label, []]))
   for (let i = 1; i <= opts.runs; i++) {
     for (const target of targets) {
       const r = await download(target, sizeBytes)
       speeds.get(target.label)!.push(r.mbPerSecond)
       cpus.get(target.label)!.push(r.cpuPercent)
-      log(`run ${i}   ${target.label.padEnd(9)} ${fmt(r.mbPerSecond).padStart(6)} MB/s  ${r.seconds.toFixed(2)} s  server cpu ${fmt(r.cpuPercent)}%`)
+      cpuPerGiB.get(target.label)!.push(r.cpuSecondsPerGiB)
+      log(`run ${i}   ${target.label.padEnd(9)} ${fmt(r.mbPerSecond).padStart(6)} MB/s  ${r.seconds.toFixed(2)} s  server cpu ${fmt(r.cpuPercent).padStart(3)}%, ${r.cpuSecondsPerGiB.toFixed(2)} s/GiB`)
     }
   }
   const medianSpeed = (label: string): number => median(speeds.get(label) ?? [])
+  const medianCpu = (label: string): number => median(cpuPerGiB.get(label) ?? [])
   for (const target of targets) {
-    log(`median  ${target.label.padEnd(9)} ${fmt(medianSpeed(target.label)).padStart(6)} MB/s  server cpu ${fmt(median(cpus.get(target.label) ?? []))}%`)
+    log(`median  ${target.label.padEnd(9)} ${fmt(medianSpeed(target.label)).padStart(6)} MB/s          server cpu ${fmt(median(cpus.get(target.label) ?? [])).padStart(3)}%, ${medianCpu(target.label).toFixed(2)} s/GiB`)
   }
 
   // 2. Small requests: HEAD by tag is what containerd sends first on every pull, GET by digest next.
@@ -487,7 +505,8 @@ async function main (): Promise<void> {
   ]
   for (const { kind, tool, url, measure } of small) {
     log(`\n== ${kind} (${manifest.size} bytes), ${tool} ==`)
-    for (const target of targets) {
+    // node-pool answers small files exactly as node does.
+    for (const target of [spegelTarget, nginxTarget, nodeTarget]) {
       const r = await measure(target)
       rps.set(`${kind}/${target.label}`, r.requestsPerSecond)
       log(`${target.label.padEnd(9)} ${fmt(r.requestsPerSecond).padStart(7)} req/s  server cpu ${fmt(r.cpuPercent)}%  ${url(target)}`)
@@ -511,7 +530,10 @@ async function main (): Promise<void> {
   log(line('HEAD manifest'))
   log(line('GET manifest'))
   log(line('GET manifest (ab)'))
-  log(`reference, bare Node (${process.version}, 1 MiB highWaterMark): blob ${fmt(ref1)} MB/s (spegel/node ${ratio(s, ref1)}), ` +
+  const pool = poolTarget.label
+  log(`server CPU per GiB sent (median): ${targets.map(tg => `${tg.label} ${medianCpu(tg.label).toFixed(2)} s`).join(', ')}`)
+  log(`reference, bare Node ${process.version}, 1 MiB chunks: createReadStream blob ${fmt(ref1)} MB/s (spegel/node ${ratio(s, ref1)}), ` +
+    `pooled buffers blob ${fmt(medianSpeed(pool))} MB/s (spegel/node-pool ${ratio(s, medianSpeed(pool))}); ` +
     `HEAD ${fmt(reqs('HEAD manifest', node))} req/s (spegel/node ${ratio(reqs('HEAD manifest', 'spegel'), reqs('HEAD manifest', node))}), ` +
     `GET ${fmt(reqs('GET manifest', node))} req/s (spegel/node ${ratio(reqs('GET manifest', 'spegel'), reqs('GET manifest', node))})`)
 }
