@@ -5,7 +5,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { analyseAccess, chooseSocket, contentPathReadable, diagnoseSocket, probeSocket } from './diagnose.js'
-import { backoffDelayMs } from './supervisor.js'
+import { backoffDelayMs } from '../resilience/backoff.js'
 
 describe('socket diagnosis', () => {
   let dir: string
@@ -78,8 +78,9 @@ describe('socket diagnosis', () => {
 
 describe('reconnect backoff', () => {
   it('grows exponentially from the initial delay, is capped and jittered', () => {
-    const low = (attempt: number): number => backoffDelayMs(attempt, 100, 5000, () => 0)
-    const high = (attempt: number): number => backoffDelayMs(attempt, 100, 5000, () => 1)
+    // As the supervisor calls it: attempts from 0, half jitter.
+    const low = (attempt: number): number => backoffDelayMs(attempt + 1, { initialMs: 100, maxMs: 5000, jitter: 0.5, random: () => 1 })
+    const high = (attempt: number): number => backoffDelayMs(attempt + 1, { initialMs: 100, maxMs: 5000, jitter: 0.5, random: () => 0 })
     assert.deepEqual([0, 1, 2, 3].map(high), [100, 200, 400, 800])
     assert.deepEqual([0, 1, 2, 3].map(low), [50, 100, 200, 400])
     assert.equal(high(20), 5000)

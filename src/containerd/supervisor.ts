@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from '../observability/logger.js'
+import { backoffDelayMs } from '../resilience/backoff.js'
 import { ContainerdClient, grpc } from './client.js'
 import { chooseSocket, diagnoseSocket, probeSocket, type SocketDiagnosis } from './diagnose.js'
 import { BACKOFF_INITIAL_MS, BACKOFF_MAX_MS, HEALTH_CHECK_INTERVAL_MS, HEALTH_CHECK_TIMEOUT_MS, STILL_DOWN_ALERT_MS, VERSION_TIMEOUT_MS } from './constants.js'
@@ -38,12 +39,6 @@ export interface SupervisorInit {
   session: SessionRunner
   initialBackoffMs?: number
   maxBackoffMs?: number
-}
-
-/** Full jitter on an exponential curve: spreads a fleet of restarting nodes apart. */
-export function backoffDelayMs (attempt: number, initialMs: number, maxMs: number, random: () => number = Math.random): number {
-  const ceiling = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 30))
-  return Math.round(ceiling / 2 + random() * ceiling / 2)
 }
 
 /**
@@ -219,7 +214,8 @@ export class ContainerdSupervisor {
    * containerd (re)creating its socket is then noticed at once instead of after the backoff.
    */
   private async pause (attempt: number, socketPath: string, signal: AbortSignal): Promise<void> {
-    const delay = backoffDelayMs(attempt, this.init.initialBackoffMs, this.init.maxBackoffMs)
+    // Half jitter spreads a fleet of restarting nodes apart.
+    const delay = backoffDelayMs(attempt + 1, { initialMs: this.init.initialBackoffMs, maxMs: this.init.maxBackoffMs, jitter: 0.5 })
     const waker = new AbortController()
     this.wake = () => { waker.abort() }
     let watcher: fs.FSWatcher | undefined

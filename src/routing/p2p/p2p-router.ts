@@ -30,7 +30,13 @@ import { ContentIndex } from './content-index.js'
 import { loadOrCreatePrivateKey } from './identity.js'
 import { PeerLink } from './peer-link.js'
 import { readPskFile } from './psk.js'
-import { backoffMs, jitter, shuffle } from './util.js'
+import { jitter, shuffle } from './util.js'
+import { backoffDelayMs } from '../../resilience/backoff.js'
+
+/** Half-jittered exponential backoff; `attempt` counts from 0. */
+function backoffMs (attempt: number, initialMs: number, maxMs: number): number {
+  return backoffDelayMs(attempt + 1, { initialMs, maxMs, jitter: 0.5 })
+}
 
 export interface P2PRouterComponents {
   log: Logger

@@ -1,9 +1,3 @@
-/** Exponential backoff with full jitter in [base/2, base], capped. `attempt` starts at 0. */
-export function backoffMs (attempt: number, initialMs: number, maxMs: number): number {
-  const base = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 30))
-  return Math.round(base / 2 + Math.random() * base / 2)
-}
-
 /** Fisher–Yates, in place; returns its argument. */
 export function shuffle<T> (items: T[]): T[] {
   for (let i = items.length - 1; i > 0; i--) {
