@@ -15,3 +15,5 @@ export const MAX_PENDING_EVENTS = 1000
 /** While connected, how often containerd is asked for its version, and how long it has to answer. */
 export const HEALTH_CHECK_INTERVAL_MS = 5000
 export const HEALTH_CHECK_TIMEOUT_MS = 3000
+/** While the content directory is unreadable, how often to look at it again. */
+export const CONTENT_ROOT_RECHECK_MS = 2000

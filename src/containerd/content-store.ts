@@ -20,7 +20,7 @@ import { grpc, grpcCode, isGrpcNotFound, type ContainerdClient, type ContainerdE
 import { decodeEvent, eventFilters } from './events.js'
 import { contentPathReadable } from './diagnose.js'
 import type { ContainerdSupervisor } from './supervisor.js'
-import { LIST_CALL_TIMEOUT_MS, MAX_PENDING_EVENTS, REQUEST_CALL_TIMEOUT_MS, SMALL_READ_LIMIT_BYTES } from './constants.js'
+import { CONTENT_ROOT_RECHECK_MS, LIST_CALL_TIMEOUT_MS, MAX_PENDING_EVENTS, REQUEST_CALL_TIMEOUT_MS, SMALL_READ_LIMIT_BYTES } from './constants.js'
 
 export interface ContainerdStoreComponents {
   log: Logger
@@ -56,6 +56,9 @@ export class ContainerdStore implements Store {
   private readonly filters: readonly ReferenceFilter[]
   private readonly configuredContentPath: string
   private contentRoot: string | undefined
+  /** The content directory we would read if it were readable; re-checked while it is not. */
+  private candidateRoot = ''
+  private lastRootCheckMs = 0
   private images = new Map<string, IndexedImage>()
   private mediaTypes: MediaTypes = new Map()
   /** Key -> how many images (or loose content events) hold it. */
@@ -166,6 +169,7 @@ export class ContainerdStore implements Store {
   async open (digest: string, options: OpenOptions = {}): Promise<Readable> {
     options.signal?.throwIfAborted()
     const client = this.client()
+    await this.recheckContentRoot()
     const file = this.blobFile(digest)
     const range = options.range
     if (file !== undefined) {
@@ -206,11 +210,29 @@ export class ContainerdStore implements Store {
     const offset = range?.start ?? 0
     const sizeBytes = range === undefined ? 0 : range.end - range.start + 1
     const call = client.read(digest, offset, sizeBytes)
+    // Errors reach the reader through the iterator below; this listener only keeps a call
+    // that nobody iterates (a reader that gave up) from crashing the process when it fails.
+    call.on('error', () => {})
     options.signal?.addEventListener('abort', () => { call.cancel() }, { once: true })
     async function * chunks (): AsyncGenerator<Buffer> {
       for await (const message of call) yield (message as { data: Buffer }).data
     }
-    return Readable.from(chunks(), { objectMode: false })
+    const stream = Readable.from(chunks(), { objectMode: false })
+    stream.once('close', () => { call.cancel() })
+    return stream
+  }
+
+  /**
+   * A fresh containerd has no `blobs/` directory until the first content lands, so a node
+   * started next to it would read through gRPC forever; look again now and then.
+   */
+  private async recheckContentRoot (): Promise<void> {
+    if (this.contentRoot !== undefined || this.candidateRoot === '' || Date.now() - this.lastRootCheckMs < CONTENT_ROOT_RECHECK_MS) return
+    this.lastRootCheckMs = Date.now()
+    if ((await contentPathReadable(this.candidateRoot)).readable && this.contentRoot === undefined) {
+      this.contentRoot = this.candidateRoot
+      this.log.info({ path: this.contentRoot }, 'content directory became readable; reading content directly from disk')
+    }
   }
 
   private blobFile (digest: string): string | undefined {
@@ -308,6 +330,8 @@ export class ContainerdStore implements Store {
         this.log.warn({ err }, 'could not discover the content path through introspection')
       }
     }
+    this.candidateRoot = root
+    this.lastRootCheckMs = Date.now()
     const check = await contentPathReadable(root)
     if (check.readable) {
       if (root !== this.contentRoot) this.log.info({ path: root }, 'reading content directly from disk')
@@ -437,6 +461,7 @@ export class ContainerdStore implements Store {
   private async handleEvent (client: ContainerdClient, event: ContainerdEvent, signal: AbortSignal): Promise<void> {
     const decoded = decodeEvent(event)
     if (decoded === undefined) return
+    await this.recheckContentRoot()
     if (decoded.kind === 'image-upsert') {
       let target
       try {

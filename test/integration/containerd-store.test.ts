@@ -191,6 +191,25 @@ describe('containerd store', { skip }, () => {
     }
   })
 
+  it('switches to direct disk reads once a fresh containerd creates its content directory', async () => {
+    const fresh = await startContainerd()
+    try {
+      const h = await openStore(fresh)
+      try {
+        assert.equal(h.store.contentDirectory(), undefined, 'no blobs/ directory yet: bytes come through gRPC')
+        await fresh.importImage(app.archivePath!)
+        await waitFor(async () => {
+          if (h.store.keys().includes(app.top.digest)) (await h.store.open(app.top.digest)).destroy()
+          return h.store.contentDirectory() === fresh.contentPath
+        }, { timeoutMs: 15_000, what: 'the store to read from disk' })
+      } finally {
+        await h.stop()
+      }
+    } finally {
+      await fresh.dispose()
+    }
+  })
+
   it('fails fast with StoreUnavailableError while containerd is down, and recovers', async () => {
     const other = await startContainerd()
     try {

@@ -27,8 +27,12 @@ export const BOOTSTRAP_BACKOFF_MAX_MS = 10_000
 /** One discover() call may not take longer than this (Spegel's bootstrap round bound). */
 export const DISCOVER_TIMEOUT_MS = 30_000
 
-/** Re-run discovery this often while connected to fewer peers than the target. */
-export const REDISCOVER_INTERVAL_MS = 30_000
+/**
+ * Re-run discovery this often while connected to fewer peers than the target. Short, because a
+ * restarted bootstrap node finds only itself and others do not redial a node that said goodbye;
+ * a round is one DNS lookup or one small HTTP GET, and nodes at the target skip it.
+ */
+export const REDISCOVER_INTERVAL_MS = 5_000
 
 /** Redial backoff for a known peer that went away (or never answered). */
 export const REDIAL_BACKOFF_INITIAL_MS = 500
