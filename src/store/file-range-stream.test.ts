@@ -15,16 +15,29 @@ import { FileRangeStream, FILE_CHUNK_BYTES, type ByteSink } from './file-range-s
 class LazySink extends EventEmitter implements ByteSink {
   readonly parts: Buffer[] = []
   destroyed = false
-  private queued = 0
+  private readonly queue: Array<{ chunk: Uint8Array, callback: (err?: Error | null) => void }> = []
+  private draining = false
   write (chunk: Uint8Array, callback: (err?: Error | null) => void): boolean {
-    this.queued++
+    this.queue.push({ chunk, callback })
+    if (!this.draining) this.takeLater()
+    return this.queue.length < 2
+  }
+
+  /** In order, like a socket, but after a random delay each. */
+  private takeLater (): void {
+    this.draining = true
     setTimeout(() => {
-      this.parts.push(Buffer.from(chunk))
-      this.queued--
-      callback(null)
-      if (this.queued === 0) this.emit('drain')
+      const next = this.queue.shift()
+      if (next !== undefined) {
+        this.parts.push(Buffer.from(next.chunk))
+        next.callback(null)
+      }
+      if (this.queue.length > 0) this.takeLater()
+      else {
+        this.draining = false
+        this.emit('drain')
+      }
     }, Math.floor(Math.random() * 3))
-    return this.queued < 2
   }
 }
 
