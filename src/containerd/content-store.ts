@@ -175,9 +175,8 @@ export class ContainerdStore implements Store {
     if (file !== undefined) {
       try {
         const handle = await fsp.open(file, 'r')
-        const { size } = await handle.stat()
         const start = range?.start ?? 0
-        const end = range?.end ?? size - 1
+        const end = range?.end ?? (await handle.stat()).size - 1
         const length = end - start + 1
         if (length <= SMALL_READ_LIMIT_BYTES) {
           try {

@@ -180,7 +180,9 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
       return
     }
     // Open before the headers go out, so a failure can still be a proper error response.
-    const stream = await openContent('blob', digest, range, signal)
+    // The size is known from stat: passing the whole range spares the store a second stat.
+    const bytes = range ?? (sizeBytes > 0 ? { start: 0, end: sizeBytes - 1 } : undefined)
+    const stream = await openContent('blob', digest, bytes, signal)
     res.writeHead(status, headers)
     try {
       if (stream instanceof FileRangeStream) {

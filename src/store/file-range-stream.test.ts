@@ -6,6 +6,7 @@ import fs from 'node:fs/promises'
 import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
+import { addAbortSignal } from 'node:stream'
 import { FileRangeStream, FILE_CHUNK_BYTES, type ByteSink } from './file-range-stream.js'
 
 /**
@@ -67,6 +68,18 @@ describe('FileRangeStream', () => {
       await new FileRangeStream(await fs.open(file), start, end).sendTo(sink)
       assert.ok(Buffer.concat(sink.parts).equals(data.subarray(start, end + 1)), `range ${start}-${end}`)
     }
+  })
+
+  it('rejects, without an unhandled error event, when destroyed through an abort signal mid-send', async () => {
+    const controller = new AbortController()
+    const stream = new FileRangeStream(await fs.open(file), 0, data.length - 1)
+    addAbortSignal(controller.signal, stream)
+    // A sink that never takes anything: the send stalls until the abort.
+    const stalled = Object.assign(new EventEmitter(), { destroyed: false, write: () => false })
+    const sending = stream.sendTo(stalled as unknown as ByteSink, controller.signal)
+    setImmediate(() => { controller.abort() })
+    await assert.rejects(sending)
+    assert.equal(stream.destroyed, true)
   })
 
   it('fails when the file is shorter than the range', async () => {

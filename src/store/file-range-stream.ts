@@ -57,6 +57,10 @@ export class FileRangeStream extends Readable {
   async sendTo (sink: ByteSink, signal?: AbortSignal): Promise<void> {
     if (this.claimed) throw new Error('stream already being read')
     this.claimed = true
+    // Nobody reads this stream as a Readable here: a destroy (e.g. an abort signal attached with
+    // addAbortSignal) would emit an 'error' no one listens to and crash the process. Failures
+    // reach the caller as this promise's rejection instead.
+    this.on('error', () => {})
     const free: Buffer[] = Array.from({ length: SEND_BUFFERS }, () => Buffer.allocUnsafe(FILE_CHUNK_BYTES))
     let waiting: (() => void) | undefined
     let writeError: Error | undefined
@@ -72,6 +76,7 @@ export class FileRangeStream extends Readable {
     let inFlight = 0
     try {
       while (this.position <= this.end) {
+        if (this.destroyed) writeError ??= prematureClose()
         if (writeError !== undefined) throw writeError
         const buffer = free.pop()
         if (buffer === undefined) {

@@ -155,7 +155,7 @@ export async function startSpegel (init: SpegelNodeInit): Promise<SpegelNode> {
     } catch {
       return false
     }
-    }, { timeoutMs: 15_000, what: 'spegel /livez' })
+    }, { timeoutMs: 60_000, what: 'spegel /livez' })
   } catch (err) {
     child.kill('SIGKILL')
     throw err

@@ -172,6 +172,7 @@ describe('cluster: pulls across nodes with real containerd', { skip }, () => {
     const [n1, , n3] = cluster.nodes
     const late = cluster.nodes[3]!
     const key = app.top.digest
+    for (const node of [n1!, n3!, late]) assert.ok(node.spegel.isAlive(), `${node.name} exited unexpectedly: ${node.spegel.stderrText().slice(-3000)}`)
     await waitFor(async () => (await lookupPeers(n1!, key)).includes(late.peerId), { timeoutMs: 15_000, what: 'late joiner advertises the app' })
     await waitFor(async () => (await lookupPeers(n1!, key)).includes(n3!.peerId), { timeoutMs: 15_000, what: 'node3 advertises the app' })
 
