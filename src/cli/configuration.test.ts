@@ -113,6 +113,12 @@ describe('runCli configuration: flags and env', () => {
     assert.deepEqual(config.mirroredRegistries, [])
   })
 
+  it('takes a containerd-style directory list as one value', async () => {
+    const list = '/etc/containerd/certs.d:/etc/docker/certs.d'
+    assert.equal((await parsed(['--mirror-targets', 'http://10.0.0.7:30020', '--containerd-registry-config-path', list])).containerdRegistryConfigPath, list)
+    assert.equal((await parsed(['--mirror-targets', 'http://10.0.0.7:30020'], { CONTAINERD_REGISTRY_CONFIG_PATH: list })).containerdRegistryConfigPath, list)
+  })
+
   it('brackets IPv6 mirror targets', async () => {
     const config = await parsed(['--mirror-targets', 'http://fc00:f853:ccd:e793::2:30020', 'http://fc00:f853:ccd:e793::2:30021'])
     assert.deepEqual(config.mirrorTargets, ['http://[fc00:f853:ccd:e793::2]:30020', 'http://[fc00:f853:ccd:e793::2]:30021'])
@@ -180,6 +186,22 @@ Authorization = 'Basic aGVsbG86d29ybGQ='`)
     assert.equal(await runConfiguration(config(configPath), { log: captureLogger().log, basicAuthDir: path.join(dir, 'missing') }), 0)
     const text = await fs.readFile(path.join(configPath, 'docker.io', 'hosts.toml'), 'utf8')
     assert.doesNotMatch(text, /header|Authorization/)
+  })
+
+  it('with a containerd-style list, writes the first directory and the literal joined one, and says so', async () => {
+    const first = path.join(dir, 'list', 'containerd', 'certs.d')
+    const second = path.join(dir, 'list', 'docker', 'certs.d')
+    const list = `${first}:${second}`
+    const { log, records } = captureLogger()
+    assert.equal(await runConfiguration(config(list), { log, basicAuthDir: path.join(dir, 'missing') }), 0)
+    const local = await fs.readFile(path.join(first, 'docker.io', 'hosts.toml'), 'utf8')
+    assert.equal(await fs.readFile(`${first}:${second}/docker.io/hosts.toml`, 'utf8'), local)
+    await assert.rejects(fs.stat(second), { code: 'ENOENT' }, 'the later directory is not created')
+    assert.deepEqual(records.map((r) => r.msg), [
+      'config_path lists several directories: writing the first one (local pull) and the literal joined path (transfer service)',
+      'added containerd mirror configuration', 'added containerd mirror configuration', 'exit gracefully'
+    ])
+    assert.deepEqual(records.filter((r) => r.msg === 'added containerd mirror configuration').map((r) => r.readBy), ['local', 'transfer'])
   })
 
   it('exits 1 with the path and a fix when the directory cannot be written', async () => {

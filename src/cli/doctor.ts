@@ -14,20 +14,15 @@ import {
   selinuxState
 } from '../containerd/index.js'
 import type { ImageRecord, SocketChoice, SocketDiagnosis } from '../containerd/index.js'
+import { analyzeContainerdConfigFile, isMultiDirectory, mirrorWriteRoots } from '../mirror-config/index.js'
 import { readHostsConfigs } from '../mirror-config/read-hosts.js'
 import type { HostsConfig } from '../mirror-config/read-hosts.js'
-import {
-  containerdConfigChecks,
-  containerdVersionCheck,
-  hostsConfigCheck,
-  nodeAddresses,
-  parseContainerdVersion,
-  primaryNodeAddress,
-  readContainerdConfig
-} from './doctor-checks.js'
-import type { CheckResult, CheckStatus } from './doctor-checks.js'
+import type { CheckResult, CheckStatus } from './doctor/check.js'
+import { containerdConfigChecks } from './doctor/containerd-config.js'
+import { hostsConfigCheck, nodeAddresses, primaryNodeAddress } from './doctor/hosts.js'
+import { containerdVersionCheck } from './doctor/version.js'
 
-export type { CheckResult, CheckStatus } from './doctor-checks.js'
+export type { CheckResult, CheckStatus } from './doctor/check.js'
 export type { DoctorConfig } from '../config/index.js'
 
 export interface DoctorIo {
@@ -322,8 +317,15 @@ async function contentCheck (config: DoctorConfig, ctrd: ContainerdFacts, images
   return { id, title, status: 'pass', detail: `${contentPath}${source} is readable` }
 }
 
-async function hostsCheck (config: DoctorConfig): Promise<CheckResult> {
-  const dir = config.containerdRegistryConfigPath
+interface HostsCheckTarget {
+  /** Directory to read `<registry>/hosts.toml` files from. */
+  readonly dir: string
+  readonly id?: string
+  readonly title?: string
+}
+
+async function hostsCheck (config: DoctorConfig, target: HostsCheckTarget): Promise<CheckResult> {
+  const { dir } = target
   let configs: HostsConfig[] = []
   let readError: string | undefined
   try {
@@ -336,6 +338,9 @@ async function hostsCheck (config: DoctorConfig): Promise<CheckResult> {
   }
   return hostsConfigCheck(configs, {
     configPath: dir,
+    mirrorConfigPath: config.containerdRegistryConfigPath,
+    ...(target.id === undefined ? {} : { id: target.id }),
+    ...(target.title === undefined ? {} : { title: target.title }),
     nodeAddresses: nodeAddresses(),
     registryPort: config.registryAddr.port,
     suggestedAddress: config.registryAddr.host !== '' && config.registryAddr.host !== '0.0.0.0' && config.registryAddr.host !== '::'
@@ -364,13 +369,24 @@ export async function runChecks (config: DoctorConfig): Promise<CheckResult[]> {
   } finally {
     ctrd.client?.close()
   }
-  const parsedVersion = ctrd.version === undefined ? undefined : parseContainerdVersion(ctrd.version.version)
-  const facts = await readContainerdConfig(config.containerdConfig)
-  results.push(...containerdConfigChecks(facts, {
+  const report = await analyzeContainerdConfigFile({
+    file: config.containerdConfig,
+    mirrorConfigPath: config.containerdRegistryConfigPath,
+    ...(ctrd.version === undefined ? {} : { version: ctrd.version.version })
+  })
+  // The transfer service reads a multi-directory config_path as one literal directory: look
+  // there too, since spegel configuration writes it (a pass there is the no-restart workaround).
+  const settings = report.analysis?.settings
+  const transferDirHosts = settings !== undefined && settings.pullPath === 'transfer' && isMultiDirectory(settings.configPath)
+    ? await hostsCheck(config, { dir: settings.configPath, id: 'hosts-config-transfer', title: 'transfer-service hosts.toml' })
+    : undefined
+  results.push(...containerdConfigChecks(report, {
     registryConfigPath: config.containerdRegistryConfigPath,
-    ...(parsedVersion === undefined ? {} : { containerdVersion: parsedVersion })
+    ...(transferDirHosts === undefined ? {} : { transferDirHosts })
   }))
-  results.push(await hostsCheck(config))
+  // The local pull path reads spegel's first directory before any later one.
+  const localDir = mirrorWriteRoots(config.containerdRegistryConfigPath)[0]?.dir ?? config.containerdRegistryConfigPath
+  results.push(await hostsCheck(config, { dir: localDir }))
   return results
 }
 

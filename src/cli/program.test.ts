@@ -72,7 +72,8 @@ const REGISTRY_FLAGS: Array<[flag: string, env: string, raw: string, field: keyo
   ['--http-bootstrap-url', 'HTTP_BOOTSTRAP_URL', 'https://boot.example/id', 'httpBootstrapUrl', 'https://boot.example/id'],
   ['--http-bootstrap-cert-dir', 'HTTP_BOOTSTRAP_CERT_DIR', '/etc/spegel/tls', 'httpBootstrapCertDir', '/etc/spegel/tls'],
   ['--static-bootstrap-peers', 'STATIC_BOOTSTRAP_PEERS', PEER_A, 'staticBootstrapPeers', [PEER_A]],
-  ['--router-secret-path', 'ROUTER_SECRET_PATH', '/etc/spegel/secret', 'routerSecretPath', '/etc/spegel/secret']
+  ['--router-secret-path', 'ROUTER_SECRET_PATH', '/etc/spegel/secret', 'routerSecretPath', '/etc/spegel/secret'],
+  ['--containerd-config', 'CONTAINERD_CONFIG', '/host/etc/containerd/config.toml', 'containerdConfig', '/host/etc/containerd/config.toml']
 ]
 
 describe('runCli registry: every flag', () => {

@@ -45,7 +45,8 @@ describe('parseRegistryConfig', () => {
       httpBootstrapUrl: '',
       httpBootstrapCertDir: '',
       staticBootstrapPeers: [],
-      routerSecretPath: ''
+      routerSecretPath: '',
+      containerdConfig: '/etc/containerd/config.toml'
     }
     assert.deepEqual(config, want)
   })

@@ -35,6 +35,8 @@ export interface RegistryConfig {
   readonly staticBootstrapPeers: readonly string[]
   /** Empty: no router secret. */
   readonly routerSecretPath: string
+  /** containerd's config.toml, read to tell whether CRI pulls can reach the mirror (as doctor does). */
+  readonly containerdConfig: string
 }
 
 export interface DoctorConfig {
@@ -108,7 +110,8 @@ export const registrySettings = {
   httpBootstrapUrl: s.httpBootstrapUrl,
   httpBootstrapCertDir: s.httpBootstrapCertDir,
   staticBootstrapPeers: s.staticBootstrapPeers,
-  routerSecretPath: s.routerSecretPath
+  routerSecretPath: s.routerSecretPath,
+  containerdConfig: s.containerdConfig
 } as const satisfies SettingMap
 
 export const doctorSettings = {

@@ -255,8 +255,8 @@ export const containerdRegistryConfigPath: ScalarSetting<string> = {
   flag: 'containerd-registry-config-path',
   env: 'CONTAINERD_REGISTRY_CONFIG_PATH',
   default: '/etc/containerd/certs.d',
-  valueName: 'DIR',
-  help: 'directory containerd uses as registry config_path (hosts.toml files)',
+  valueName: 'DIR[:DIR...]',
+  help: 'containerd\'s registry config_path (hosts.toml files): one directory, or a list in containerd\'s syntax (a:b) as containerd 2.2 defaults to',
   parse: parseNonEmpty('path')
 }
 

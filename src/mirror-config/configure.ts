@@ -2,6 +2,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import type { Logger } from '../observability/logger.js'
 import { syncDir, writeFileAtomic } from './atomic-write.js'
+import { literalRootTop, mirrorWriteRoots } from './config-path.js'
 import { BACKUP_DIR, HOSTS_FILE, existingHosts } from './existing-hosts.js'
 import { parseRegistryUrls, type RegistryUrl } from './registry-url.js'
 
@@ -26,7 +27,11 @@ export interface MirrorConfigComponents {
 }
 
 export interface MirrorConfigurationInit {
-  /** containerd's registry config_path, e.g. /etc/containerd/certs.d. */
+  /**
+   * containerd's registry config_path, e.g. /etc/containerd/certs.d, or a list in containerd's
+   * syntax (`/etc/containerd/certs.d:/etc/docker/certs.d`): then the files go where each CRI pull
+   * path looks (see mirrorWriteRoots).
+   */
   configPath: string
   /** Registry URLs or `_default`/`*`; empty means every registry (`_default`). */
   mirroredRegistries: readonly string[]
@@ -134,23 +139,23 @@ async function existingHostsMode (configPath: string, dir: string): Promise<numb
 }
 
 /**
- * Copies every file except hosts.toml from `_backup/<dir>` to `<dir>`, at the same relative
- * paths, so certificates the prepended hosts refer to keep working. Modes are kept: a client key
- * must not become world-readable.
+ * Copies every file except hosts.toml from `<srcRoot>/_backup/<dir>` to `<dstRoot>/<dir>`, at the
+ * same relative paths, so certificates the prepended hosts refer to keep working. Modes are kept:
+ * a client key must not become world-readable.
  */
-async function copyBackupFiles (configPath: string, dir: string): Promise<void> {
-  const srcRoot = path.join(configPath, BACKUP_DIR, dir)
-  const dstRoot = path.join(configPath, dir)
+async function copyBackupFiles (srcRoot: string, dstRoot: string, dir: string): Promise<void> {
+  const from = path.join(srcRoot, BACKUP_DIR, dir)
+  const to = path.join(dstRoot, dir)
   const walk = async (rel: string): Promise<void> => {
-    for (const entry of await fs.readdir(path.join(srcRoot, rel), { withFileTypes: true })) {
+    for (const entry of await fs.readdir(path.join(from, rel), { withFileTypes: true })) {
       const relPath = path.join(rel, entry.name)
       if (entry.isDirectory()) {
         await walk(relPath)
         continue
       }
       if (entry.name === HOSTS_FILE) continue
-      const src = path.join(srcRoot, relPath)
-      const dst = path.join(dstRoot, relPath)
+      const src = path.join(from, relPath)
+      const dst = path.join(to, relPath)
       // readFile and stat follow symlinks, as Spegel's os.Open does: the copy holds the content.
       const [data, stat] = await Promise.all([fs.readFile(src), fs.stat(src)])
       await fs.mkdir(path.dirname(dst), { recursive: true, mode: 0o755 })
@@ -170,18 +175,30 @@ async function copyBackupFiles (configPath: string, dir: string): Promise<void> 
  * tables: `[plugins."io.containerd.grpc.v1.cri".registry]` (config version 2, containerd 1.x) and
  * `[plugins."io.containerd.cri.v1.images".registry]` (version 3, 2.x). This function does not
  * touch config.toml; `spegel doctor` checks it. Only `dial_timeout` differs (see DIAL_TIMEOUT).
+ *
+ * A multi-directory `configPath` (containerd 2.2's default, EKS's value) is written to its first
+ * directory, for the local pull path, and to the raw list taken as one literal directory, which
+ * is where containerd 2.1+'s transfer service looks (mirrorWriteRoots): each gets the same files
+ * and its own `_backup`. The later directories are not touched.
  */
 export async function addMirrorConfiguration (components: MirrorConfigComponents, init: MirrorConfigurationInit): Promise<WrittenHostsFile[]> {
   const { log } = components
-  const { configPath } = init
   const registries = parseRegistryUrls(init.mirroredRegistries, true)
   const targets = parseRegistryUrls(init.mirrorTargets, false)
   if (targets.length === 0) throw new Error('at least one mirror target is required')
+  const roots = mirrorWriteRoots(init.configPath)
+  const primary = roots[0]?.dir ?? init.configPath
+  if (roots.length > 1) {
+    log.info({ configPath: init.configPath, localPullDir: primary, transferDir: init.configPath },
+      'config_path lists several directories: writing the first one (local pull) and the literal joined path (transfer service)')
+  }
 
-  await fs.mkdir(configPath, { recursive: true, mode: 0o755 })
-  await finishRestore(log, configPath)
-  await backupConfig(log, configPath)
-  await clearConfig(configPath)
+  for (const root of roots) {
+    await fs.mkdir(root.dir, { recursive: true, mode: 0o755 })
+    await finishRestore(log, root.dir)
+    await backupConfig(log, root.dir)
+    await clearConfig(root.dir)
+  }
 
   const capabilities = init.resolveTags ? ['pull', 'resolve'] : ['pull']
   const written: WrittenHostsFile[] = []
@@ -190,30 +207,29 @@ export async function addMirrorConfiguration (components: MirrorConfigComponents
     let content = templateHosts(registry, targets, capabilities, init.authorization)
     let hasPrepended = false
     if (init.prependExisting) {
-      const existing = await existingHosts(configPath, registry.dir)
+      // The operator's files live in the first directory; the literal one is spegel's own.
+      const existing = await existingHosts(primary, registry.dir)
       if (existing !== '') {
-        await copyBackupFiles(configPath, registry.dir)
         content = `${content}\n\n${existing}`
         hasPrepended = true
         log.info({ registry: registryName }, 'prepending to existing containerd mirror configuration')
       }
     }
-    const file = path.join(configPath, registry.dir, HOSTS_FILE)
-    await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o755 })
-    await writeFileAtomic(file, content, await existingHostsMode(configPath, registry.dir))
-    log.info({ registry: registryName, path: file }, 'added containerd mirror configuration')
-    written.push({ registry: registry.dir, path: file, content, hasPrepended })
+    const mode = await existingHostsMode(primary, registry.dir)
+    for (const root of roots) {
+      if (hasPrepended) await copyBackupFiles(primary, root.dir, registry.dir)
+      const file = path.join(root.dir, registry.dir, HOSTS_FILE)
+      await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o755 })
+      await writeFileAtomic(file, content, mode)
+      log.info({ registry: registryName, path: file, readBy: root.readBy }, 'added containerd mirror configuration')
+      written.push({ registry: registry.dir, path: file, content, hasPrepended })
+    }
   }
   return written
 }
 
-/**
- * Spegel's CleanupMirrorConfiguration (spec 7.1): put the backed-up configuration back and
- * remove `_backup`; without a backup, nothing to do (never configured, or already cleaned up).
- * Returns whether a backup was restored. Also completes an interrupted backup or restore.
- */
-export async function cleanupMirrorConfiguration (components: MirrorConfigComponents, configPath: string): Promise<boolean> {
-  const { log } = components
+/** Restores one directory from its `_backup`; whether a backup was restored. */
+async function cleanupDir (log: Logger, configPath: string): Promise<boolean> {
   const backup = path.join(configPath, BACKUP_DIR)
   // A configure run that stopped while backing up never cleared anything: finish the backup so
   // that everything below is restored from one place.
@@ -223,7 +239,47 @@ export async function cleanupMirrorConfiguration (components: MirrorConfigCompon
     await fs.rename(backup, path.join(configPath, BACKUP_RESTORING_DIR))
     await syncDir(configPath)
   }
-  const restored = await finishRestore(log, configPath)
+  return await finishRestore(log, configPath)
+}
+
+/**
+ * Removes the literal multi-directory root and its parents while they are empty and exist only
+ * because of the joined path (every one of them has the `:` in its path), so nothing like
+ * `/etc/containerd/certs.d:` is left behind.
+ */
+async function removeEmptyLiteralRoot (log: Logger, configPath: string): Promise<void> {
+  const top = literalRootTop(configPath)
+  if (top === undefined) return
+  let dir = path.resolve(configPath)
+  const stop = path.dirname(path.resolve(top))
+  while (dir !== stop && dir.includes(':')) {
+    try {
+      await fs.rmdir(dir)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      // Not empty (someone else's files) or already gone: leave it and everything above.
+      if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOENT') return
+      throw err
+    }
+    log.info({ path: dir }, 'removed transfer-service mirror directory')
+    dir = path.dirname(dir)
+  }
+}
+
+/**
+ * Spegel's CleanupMirrorConfiguration (spec 7.1): put the backed-up configuration back and
+ * remove `_backup`; without a backup, nothing to do (never configured, or already cleaned up).
+ * Returns whether a backup was restored. Also completes an interrupted backup or restore.
+ * A multi-directory `configPath` is undone in every directory addMirrorConfiguration wrote, and
+ * the literal transfer-service directory is removed once empty.
+ */
+export async function cleanupMirrorConfiguration (components: MirrorConfigComponents, configPath: string): Promise<boolean> {
+  const { log } = components
+  let restored = false
+  for (const root of mirrorWriteRoots(configPath)) {
+    if (await cleanupDir(log, root.dir)) restored = true
+    if (root.readBy === 'transfer') await removeEmptyLiteralRoot(log, root.dir)
+  }
   if (!restored) log.info('skipping cleanup because backup directory does not exist')
   return restored
 }

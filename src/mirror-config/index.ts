@@ -14,3 +14,14 @@ export {
   parseHostsToml, readHostsConfigs, readHostsFile, DEFAULT_HOST_CAPABILITIES,
   type HostEntry, type HostsConfig
 } from './read-hosts.js'
+export { isMultiDirectory, literalRootTop, mirrorWriteRoots, splitConfigPath, type MirrorWriteRoot } from './config-path.js'
+export {
+  analyzeContainerdConfig, describeContainerdConfig, parseContainerdVersion,
+  CONTAINERD_22_DEFAULT_CONFIG_PATH, DEFAULT_CONTAINERD_CONFIG,
+  type AnalyzeContainerdConfigInput, type ConfigFileText, type ContainerdConfigAnalysis, type ContainerdConfigFinding,
+  type ContainerdVersion, type CriImageSettings, type FindingId, type FindingSeverity, type PullPath
+} from './containerd-config.js'
+export {
+  analyzeContainerdConfigFile, readContainerdConfigFiles,
+  type ContainerdConfigFiles, type ContainerdConfigReport
+} from './containerd-config-file.js'

@@ -196,3 +196,79 @@ skip_verify = true`)
     assert.match(stderr, /exit gracefully/)
   })
 })
+
+// ctr 1.6's --hosts-dir passes its value to HostDirFromRoot as ONE root (cmd/ctr/commands/resolver.go),
+// the same call containerd 2.1+'s transfer service makes with CRI's raw config_path
+// (core/transfer/registry/registry.go:127-128). So `ctr images pull --hosts-dir 'A:B'` looks where
+// the transfer service looks: this checks the literal-directory workaround against containerd's
+// real lookup code. What it cannot check is the transfer service itself (containerd 2.x does not
+// run on this machine).
+describe('a multi-directory config_path, read the way containerd 2.x\'s transfer service reads it', { skip }, () => {
+  let c: ContainerdInstance
+  let mirror: Awaited<ReturnType<typeof emptyRegistry>>
+  let work: string
+
+  before(async () => {
+    work = await fs.mkdtemp(path.join(os.tmpdir(), 'spegel-multi-dir-'))
+    c = await startContainerd({ name: 'multidir' })
+    mirror = await emptyRegistry()
+  })
+  after(async () => {
+    await c?.dispose()
+    if (mirror !== undefined) await closeServer(mirror.server)
+    await fs.rm(work, { recursive: true, force: true })
+  })
+
+  async function pullWith (hostsDir: string): Promise<{ code: number | null, stderr: string }> {
+    const res = await run('ctr', ['-a', c.socketPath, '--connect-timeout', '5s', '-n', c.namespace, 'images', 'pull', '--hosts-dir', hostsDir, IMAGE], { timeoutMs: 60_000 })
+    return { code: res.code, stderr: res.stderr }
+  }
+
+  it('only the literal joined directory reaches the mirror through HostDirFromRoot; cleanup takes it away again', async () => {
+    const first = path.join(work, 'containerd', 'certs.d')
+    const second = path.join(work, 'docker', 'certs.d')
+    const list = `${first}:${second}`
+    await fs.mkdir(path.join(second, 'example.test'), { recursive: true })
+    await fs.writeFile(path.join(second, 'example.test', 'ca.crt'), 'docker certificate')
+
+    // Files only in the first directory: the raw list finds nothing (the trap), the first directory does.
+    await fs.mkdir(path.join(first, 'example.test'), { recursive: true })
+    await fs.writeFile(path.join(first, 'example.test', 'hosts.toml'), `server = 'https://example.test'\n\n[host.'${mirror.url}']\ncapabilities = ['pull', 'resolve']\n`)
+    assert.notEqual((await pullWith(list)).code, 0)
+    assert.equal(mirror.seen.length, 0, 'with the raw list as one root, hosts.toml in the first directory is not found')
+    await pullWith(first)
+    assert.ok(mirror.seen.length > 0, 'the same file is found through the first directory')
+    mirror.seen.length = 0
+    await fs.rm(path.join(first, 'example.test'), { recursive: true })
+
+    const res = await spegel(['configuration', '--containerd-registry-config-path', list, '--mirror-targets', mirror.url, '--mirrored-registries', 'https://example.test'])
+    assert.equal(res.code, 0, res.stderr)
+    const viaList = await pullWith(list)
+    assert.notEqual(viaList.code, 0, 'nobody has the image')
+    assert.ok(mirror.seen.length > 0, `the literal directory did not reach the mirror; ctr said: ${viaList.stderr}`)
+    assert.equal(mirror.seen[0]?.url, '/v2/library/app/manifests/1.0?ns=example.test')
+    mirror.seen.length = 0
+    await pullWith(first)
+    assert.ok(mirror.seen.length > 0, 'the first directory (local pull path) reaches the mirror too')
+    assert.deepEqual(await readTree(second), { 'example.test/ca.crt': 'docker certificate' }, 'the later directory is not touched')
+
+    const port = await freePort()
+    const child = spawn(process.execPath, [MAIN_JS, 'cleanup', '--addr', `127.0.0.1:${port}`, '--containerd-registry-config-path', list], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s })
+    const exited = once(child, 'exit')
+    try {
+      await waitFor(async () => (await httpRequest(`http://127.0.0.1:${port}/readyz`, { timeoutMs: 1000 })).status === 200,
+        { timeoutMs: 15_000, what: 'cleanup to answer /readyz' })
+    } finally {
+      child.kill('SIGTERM')
+    }
+    const [code] = await exited
+    assert.equal(code, 0, stderr)
+    await assert.rejects(fs.stat(`${first}:`), { code: 'ENOENT' }, 'the literal directory tree is removed')
+    assert.deepEqual(await readTree(first), {})
+    mirror.seen.length = 0
+    await pullWith(list)
+    assert.equal(mirror.seen.length, 0, 'after cleanup the mirror is no longer configured')
+  })
+})

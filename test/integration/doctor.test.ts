@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url'
 import { after, before, describe, it } from 'node:test'
 import { runChecks, runDoctor } from '../../src/cli/doctor.js'
 import type { CheckResult, DoctorConfig } from '../../src/cli/doctor.js'
-import { nodeAddresses } from '../../src/cli/doctor-checks.js'
+import { nodeAddresses } from '../../src/cli/doctor/hosts.js'
 import { containerdSkipReason, startContainerd } from '../helpers/containerd.js'
 import type { ContainerdInstance } from '../helpers/containerd.js'
 import { buildImage, MIN_LAYER_BYTES } from '../helpers/image.js'
@@ -17,7 +17,7 @@ import { run } from '../helpers/net.js'
 
 const ALL_IDS = [
   'socket', 'socket-permissions', 'selinux', 'containerd', 'containerd-version', 'images',
-  'content-path', 'containerd-config', 'config-path', 'discard-unpacked-layers', 'hosts-config'
+  'content-path', 'containerd-config', 'config-path', 'discard-unpacked-layers', 'pull-path', 'hosts-config'
 ]
 const IMAGE_REF = 'docker.io/library/doctor:1.0'
 const REGISTRY_PORT = 5000
@@ -85,12 +85,12 @@ describe('doctor against a healthy containerd', { skip }, () => {
     assert.equal(checkLines.length, ALL_IDS.length, out)
     assert.ok(checkLines.every((l) => l.startsWith('[PASS]') || l.startsWith('[WARN]')), out)
     assert.match(out, new RegExp(`^\\[PASS\\] containerd socket +${c.socketPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is a socket`, 'm'))
-    assert.match(lines.at(-1) ?? '', /^11 checks: .*0 failed, 0 skipped: this node is ready for spegel$/)
+    assert.match(lines.at(-1) ?? '', /^12 checks: .*0 failed, 0 skipped: this node is ready for spegel$/)
   })
 
   it('passes the checks that a healthy node must pass, with what it found', async () => {
     const checks = await runChecks(configFor(c))
-    for (const id of ['socket', 'socket-permissions', 'containerd', 'images', 'content-path', 'containerd-config', 'config-path', 'discard-unpacked-layers', 'hosts-config']) {
+    for (const id of ['socket', 'socket-permissions', 'containerd', 'images', 'content-path', 'containerd-config', 'config-path', 'discard-unpacked-layers', 'pull-path', 'hosts-config']) {
       assert.equal(byId(checks, id).status, 'pass', `${id}: ${byId(checks, id).detail}`)
     }
     assert.match(byId(checks, 'images').detail, /docker\.io\/library\/doctor:1\.0/)
