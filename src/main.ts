@@ -1,13 +1,12 @@
 #!/usr/bin/env node
-import { runCli } from './cli/program.js'
-import { runRegistry } from './cli/registry.js'
-import { runDoctor } from './cli/doctor.js'
-import { runConfiguration } from './cli/configuration.js'
-import { runCleanup, runCleanupWait } from './cli/cleanup.js'
 
 /**
  * Composition root and the only place that exits the process. The first SIGINT/SIGTERM
  * starts a graceful shutdown; a second one stops waiting for in-flight requests.
+ *
+ * The handlers go in before anything else is loaded: in a container this process is PID 1,
+ * and the kernel drops a signal PID 1 has no handler for, so a pod deleted while the CLI was
+ * still loading would otherwise wait out its whole grace period.
  */
 const shutdown = new AbortController()
 let signalsReceived = 0
@@ -24,12 +23,16 @@ process.on('unhandledRejection', (reason) => {
   process.stderr.write(JSON.stringify({ level: 'ERROR', time: new Date().toISOString(), msg: 'unhandled rejection', err: String((reason as Error)?.stack ?? reason) }) + '\n')
 })
 
+const { runCli } = await import('./cli/program.js')
+// Each command loads only its own modules: the init and cleanup containers (configuration,
+// cleanup, cleanup-wait) then start in a fraction of the time and memory the registry needs
+// for libp2p and gRPC.
 const code = await runCli(process.argv.slice(2), process.env, {
-  registry: (config) => runRegistry(config, { shutdown: shutdown.signal }),
-  doctor: (config) => runDoctor(config),
-  configuration: (config) => runConfiguration(config),
-  cleanup: (config) => runCleanup(config, { shutdown: shutdown.signal }),
-  cleanupWait: (config) => runCleanupWait(config, { shutdown: shutdown.signal })
+  registry: async (config) => await (await import('./cli/registry.js')).runRegistry(config, { shutdown: shutdown.signal }),
+  doctor: async (config) => await (await import('./cli/doctor.js')).runDoctor(config),
+  configuration: async (config) => await (await import('./cli/configuration.js')).runConfiguration(config),
+  cleanup: async (config) => await (await import('./cli/cleanup.js')).runCleanup(config, { shutdown: shutdown.signal }),
+  cleanupWait: async (config) => await (await import('./cli/cleanup.js')).runCleanupWait(config, { shutdown: shutdown.signal })
 })
 process.exitCode = code
 process.removeListener('SIGINT', onSignal)

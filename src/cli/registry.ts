@@ -4,19 +4,23 @@ import { once } from 'node:events'
 import { Registry as PromRegistry } from 'prom-client'
 import type { RegistryConfig, HostPort } from '../config/index.js'
 import { ContainerdStore, ContainerdSupervisor } from '../containerd/index.js'
-import { createServer } from '../http/index.js'
+import { createMux, createServer, type Route } from '../http/index.js'
 import { buildFilters } from '../oci/index.js'
 import { createLogger, parseLogLevel, type Logger } from '../observability/logger.js'
-import { createMetrics, createMetricsHandler } from '../observability/metrics.js'
-import { createRegistryHandler } from '../registry/handler.js'
+import { createMetrics, createMetricsHandler, type RouterMetricsSnapshot } from '../observability/metrics.js'
+import {
+  RecentRequests, basicAuthHeader, createMirror, createRegistryHandler, createRegistryLabeler, nodeReadiness
+} from '../registry/index.js'
 import { loadBasicAuth } from '../registry/basic-auth.js'
 import { createBootstrapper } from '../routing/bootstrap/index.js'
 import { createP2PRouter, type P2PRouter } from '../routing/p2p/index.js'
 import { startSync } from '../routing/sync.js'
 import { RouterSlot } from '../routing/router-slot.js'
-import { createDebugHandler } from '../web/debug.js'
-import { createMirror } from '../registry/mirror.js'
+import { createDebugRoutes } from '../web/debug.js'
+import { buildStatus, type NodeWarning, type RouterView } from '../web/status.js'
 import { advertisedRegistryAddress } from './advertise-address.js'
+import { getVersionInfo } from './version.js'
+import { ContainerdConfigCheck } from './containerd-config-check.js'
 
 function listenHost (address: HostPort): string | undefined {
   return address.host === '' ? undefined : address.host.replace(/^\[(.*)\]$/, '$1')
@@ -61,14 +65,18 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
     return 1
   }
 
+  const startedAtMs = Date.now()
+  const { build } = await getVersionInfo({ env: {} })
   const promRegistry = new PromRegistry()
-  const metrics = createMetrics(promRegistry)
+  const metrics = createMetrics(promRegistry, { version: build.version })
+  const configCheck = new ContainerdConfigCheck({ log, registry: promRegistry }, { file: config.containerdConfig })
 
   let previousState = 'connecting'
   const supervisor: ContainerdSupervisor = new ContainerdSupervisor({
     log,
     onStateChange: (state) => {
       if (state.name === 'connected' && previousState === 'unavailable') metrics.containerdReconnects.inc()
+      if (state.name === 'connected') void configCheck.refresh(state.version)
       previousState = state.name
       metrics.setContainerdState(state.name)
       metrics.containerdUp.set(state.name === 'connected' ? 1 : 0)
@@ -85,37 +93,85 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
   // peers must use; until then the handler reports not-ready through isReady.
   let router: P2PRouter | undefined
   const routerProxy = new RouterSlot()
+  const readiness = (): ReturnType<typeof nodeReadiness> => nodeReadiness({ store, router: routerProxy })
+  const recentRequests = new RecentRequests()
+  const mirrorStats: { lastSuccessMs?: number } = {}
+  const registryLabel = createRegistryLabeler({ mirroredRegistries: config.mirroredRegistries, localRegistries: () => store.registries() })
   const mirror = createMirror({ router: routerProxy, log, metrics }, {
     resolveTimeoutMs: config.mirrorResolveTimeoutMs,
     resolveRetries: config.mirrorResolveRetries,
     ...(basicAuth === undefined ? {} : { basicAuth }),
     inflightTimeoutMinMs: MIRROR_INFLIGHT_TIMEOUT_MIN_MS
   })
-  const handler = createRegistryHandler({ store, router: routerProxy, metrics, log }, { filters, basicAuth, mirror })
+  const handler = createRegistryHandler({ store, router: routerProxy, metrics, log }, { filters, basicAuth, mirror, recentRequests, registryLabel, mirrorStats, readyzNotes: () => configCheck.readyzNotes() })
   const registryServer = createServer(handler, { log })
-  const serveMetrics = createMetricsHandler(promRegistry)
-  const debug = config.debugWebEnabled ? createDebugHandler({ store, router: () => router }) : undefined
-  const metricsServer = http.createServer((req, res) => {
-    if (debug !== undefined && req.url?.startsWith('/debug/') === true) {
-      debug(req, res).then((handled) => {
-        if (!handled) res.writeHead(404, { 'Content-Length': 0 }).end()
-      }, (err: unknown) => {
-        log.error({ err }, 'debug page failed')
-        if (!res.headersSent) res.writeHead(500, { 'Content-Length': 0 })
-        res.end()
-      })
-      return
-    }
-    if (req.url === '/metrics' && (req.method === 'GET' || req.method === 'HEAD')) {
-      serveMetrics(req, res).catch((err: unknown) => {
-        log.error({ err }, 'could not render metrics')
-        if (!res.headersSent) res.writeHead(500, { 'Content-Length': 0 })
-        res.end()
-      })
-      return
-    }
-    res.writeHead(404, { 'Content-Length': 0 }).end()
+  metrics.setSources({
+    isReady: () => readiness().isReady,
+    router: () => router === undefined ? undefined : routerMetrics(router)
   })
+
+  const warnings: NodeWarning[] = []
+  if (config.routerSecretPath === '') {
+    warnings.push({
+      id: 'no-router-psk',
+      severity: 'warning',
+      message: 'The peer-to-peer port has no pre-shared key: any process that can reach it can join this cluster\'s index.',
+      fix: 'create a key (spegel-ts writes one with `openssl rand -hex 32` in the PSK format, see docs/kubernetes.md) and pass it to every node with --router-secret-path'
+    })
+    log.warn({ event: 'router_without_psk', fix: 'set --router-secret-path on every node' }, 'the router runs without a pre-shared key; any process that can reach the router port can join')
+  }
+  const routes: Route[] = [
+    { pattern: '/metrics', handler: createMetricsHandler(promRegistry), isQuiet: true, isUnmeasured: true }
+  ]
+  if (config.debugWebEnabled) {
+    routes.push(...createDebugRoutes({
+      log,
+      debugStatus: () => ({
+        store: { name: store.name, ...store.readiness(), keys: store.keys().length },
+        router: router === undefined ? { isReady: false, reason: 'starting' } : router.status()
+      }),
+      status: () => buildStatus({
+        readiness,
+        containerd: () => {
+          const state = supervisor.state()
+          const contentDirectory = store.contentDirectory()
+          return {
+            state: state.name,
+            socketPath: state.socketPath,
+            namespace: config.containerdNamespace,
+            ...(state.version === undefined ? {} : { version: state.version }),
+            sinceMs: state.since,
+            ...(state.reason === undefined ? {} : { reason: state.reason }),
+            ...(state.diagnosis === undefined ? {} : { problem: { id: state.diagnosis.problem, message: state.diagnosis.message, fix: state.diagnosis.fix } }),
+            ...(contentDirectory === undefined || state.name !== 'connected' ? {} : { contentDirectory }),
+            configuredContentPath: config.containerdContentPath
+          }
+        },
+        images: () => store.images(),
+        holders: (key) => router?.holders(key) ?? 0,
+        router: () => router === undefined ? undefined : routerView(router),
+        recentRequests: (limit) => recentRequests.list(limit),
+        warnings: () => [...warnings, ...configCheck.warnings()],
+        lastMirrorSuccessMs: () => mirrorStats.lastSuccessMs
+      }, {
+        version: build.version,
+        startedAtMs,
+        registryAddress: () => registryAddress,
+        listen: { registry: addressText(registryServer), router: routerListenText(router, config.routerAddr), metrics: addressText(metricsServer) },
+        isRouterPskEnabled: config.routerSecretPath !== ''
+      }),
+      lookup: (key, options) => routerProxy.lookup(key, options),
+      isLocal: (key) => store.keys().includes(key),
+      peerId: () => router?.peerId,
+      measure: {
+        registryUrl: () => ownRegistryUrl(registryServer),
+        recentRequests: (limit) => recentRequests.list(limit),
+        ...(basicAuth === undefined ? {} : { authorization: basicAuthHeader(basicAuth) })
+      }
+    }))
+  }
+  const metricsServer = createServer(createMux({ log, metrics }, routes), { log, serverName: 'metrics' })
+  let registryAddress: string | undefined
 
   // A containerd that is missing or broken is not a reason to exit: we serve, report
   // not-ready and reconnect. Only our own listeners or identity failing is fatal.
@@ -135,11 +191,12 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
     await listen(registryServer, config.registryAddr)
     await listen(metricsServer, config.metricsAddr)
     const registryPort = (registryServer.address() as AddressInfo).port
+    registryAddress = advertisedRegistryAddress(config.registryAddr, config.routerAddr, registryPort)
     router = await createP2PRouter({ log }, {
       listen: config.routerAddr,
       dataDir: config.dataDir,
       secretPath: config.routerSecretPath,
-      registryAddress: advertisedRegistryAddress(config.registryAddr, config.routerAddr, registryPort),
+      registryAddress,
       bootstrapper: createBootstrapper(config, { log })
     })
     routerProxy.set(router)
@@ -169,6 +226,60 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
  * below containerd's patience, and hedged attempts go to other peers meanwhile.
  */
 const MIRROR_INFLIGHT_TIMEOUT_MIN_MS = 1000
+
+/** The router's figures for the metrics, read at scrape time. */
+function routerMetrics (router: P2PRouter): RouterMetricsSnapshot {
+  const status = router.status()
+  const now = Date.now()
+  const lastHeardSeconds = new Map<string, number>()
+  for (const peer of router.peers()) {
+    if (peer.lastHeardMs !== undefined && peer.isAlive) lastHeardSeconds.set(peer.id, Math.max(0, (now - peer.lastHeardMs) / 1000))
+  }
+  return {
+    peersConnected: status.peers,
+    records: status.records,
+    keys: status.keys,
+    ownKeys: status.ownKeys,
+    pushesIn: status.counters.pushesIn,
+    pushesOut: status.counters.pushesOut,
+    pushesDropped: status.counters.pushesDropped,
+    pullsOk: status.counters.pullsOk,
+    pullsFailed: status.counters.pullsFailed,
+    syncsServed: status.counters.syncsServed,
+    lastHeardSeconds
+  }
+}
+
+function routerView (router: P2PRouter): RouterView {
+  const status = router.status()
+  return {
+    peerId: status.peerId,
+    isReady: status.isReady,
+    ...(status.reason === undefined ? {} : { reason: status.reason }),
+    multiaddrs: status.multiaddrs,
+    records: status.records,
+    keys: status.keys,
+    ownKeys: status.ownKeys,
+    peers: router.peers()
+  }
+}
+
+/** Where this node reaches its own registry (the measure form pulls through it). */
+function ownRegistryUrl (server: http.Server): string | undefined {
+  const address = server.address()
+  if (address === null || typeof address === 'string') return undefined
+  // A wildcard listener on `::` is dual-stack in Node, so IPv4 loopback reaches it even where ::1 is not configured.
+  const unspecified = address.address === '0.0.0.0' || address.address === '::'
+  const host = unspecified ? '127.0.0.1' : address.address
+  return host.includes(':') ? `http://[${host}]:${address.port}` : `http://${host}:${address.port}`
+}
+
+/** `host:port` the router listens on, from its first TCP multiaddr once it runs. */
+function routerListenText (router: P2PRouter | undefined, configured: HostPort): string {
+  const m = /^\/ip([46])\/([^/]+)\/tcp\/(\d+)/.exec(router?.multiaddrs()[0] ?? '')
+  if (m === null) return `${configured.host}:${configured.port}`
+  return m[1] === '6' ? `[${m[2]}]:${m[3]}` : `${m[2]}:${m[3]}`
+}
 
 function addressText (server: http.Server): string {
   const address = server.address()

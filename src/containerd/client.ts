@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import * as grpc from '@grpc/grpc-js'
@@ -19,12 +20,17 @@ import type { GetImageResponse__Output } from './generated/containerd/services/i
 import type { InfoResponse__Output } from './generated/containerd/services/content/v1/InfoResponse.js'
 import type { PluginsResponse__Output } from './generated/containerd/services/introspection/v1/PluginsResponse.js'
 
-/** proto/ sits at the package root; this file is src/containerd/ (or dist/src/containerd/). */
+/**
+ * proto/ sits at the package root; this file is src/containerd/ or <build dir>/src/containerd/
+ * (dist/ normally, but any output directory works), so look upwards for it.
+ */
 function protoDir (): string {
   const here = path.dirname(fileURLToPath(import.meta.url))
-  const fromSrc = path.resolve(here, '../../proto')
-  const fromDist = path.resolve(here, '../../../proto')
-  return here.split(path.sep).includes('dist') ? fromDist : fromSrc
+  for (const up of ['../../proto', '../../../proto']) {
+    const candidate = path.resolve(here, up)
+    if (existsSync(path.join(candidate, 'version.proto'))) return candidate
+  }
+  return path.resolve(here, '../../../proto')
 }
 
 const LOADER_OPTIONS: protoLoader.Options = {

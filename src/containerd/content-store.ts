@@ -15,7 +15,7 @@ import {
   type ReferenceFilter
 } from '../oci/index.js'
 import { NotFoundError, StoreUnavailableError } from '../store/errors.js'
-import type { Descriptor, OpenOptions, Store, StoreCallOptions, StoreChange, StoreListener, StoreReadiness } from '../store/types.js'
+import type { Descriptor, ImageLister, ImageSummary, OpenOptions, Store, StoreCallOptions, StoreChange, StoreListener, StoreReadiness } from '../store/types.js'
 import { grpc, grpcCode, isGrpcNotFound, type ContainerdClient, type ContainerdEvent } from './client.js'
 import { decodeEvent, eventFilters } from './events.js'
 import { contentPathReadable } from './diagnose.js'
@@ -35,6 +35,9 @@ export interface ContainerdStoreInit {
 
 interface IndexedImage {
   readonly registry: string
+  readonly repository: string
+  /** Bytes of `digests`, for the web page. */
+  readonly sizeBytes: number
   readonly targetDigest: string
   /** Tag key (`registry/repo:tag`) when the image name has a tag. */
   readonly tag?: string
@@ -49,7 +52,7 @@ type MediaTypes = Map<string, string>
  * The node's containerd as a Store: an index of every image (tags and the digests really
  * present in the content store), kept up to date from events, rebuilt on every reconnect.
  */
-export class ContainerdStore implements Store {
+export class ContainerdStore implements Store, ImageLister {
   readonly name = 'containerd'
   private readonly log: Logger
   private readonly supervisor: ContainerdSupervisor
@@ -59,7 +62,7 @@ export class ContainerdStore implements Store {
   /** The content directory we would read if it were readable; re-checked while it is not. */
   private candidateRoot = ''
   private lastRootCheckMs = 0
-  private images = new Map<string, IndexedImage>()
+  private indexed = new Map<string, IndexedImage>()
   private mediaTypes: MediaTypes = new Map()
   /** Key -> how many images (or loose content events) hold it. */
   private keyCounts = new Map<string, number>()
@@ -92,7 +95,7 @@ export class ContainerdStore implements Store {
   /** Per registry: tags, image roots and content digests advertised (Spegel's gauges). */
   advertisedCounts (): Map<string, { tags: number, images: number, contents: number }> {
     const perRegistry = new Map<string, { tags: Set<string>, images: Set<string>, contents: Set<string> }>()
-    for (const image of this.images.values()) {
+    for (const image of this.indexed.values()) {
       let entry = perRegistry.get(image.registry)
       if (entry === undefined) {
         entry = { tags: new Set(), images: new Set(), contents: new Set() }
@@ -105,6 +108,29 @@ export class ContainerdStore implements Store {
     const counts = new Map<string, { tags: number, images: number, contents: number }>()
     for (const [registry, e] of perRegistry) counts.set(registry, { tags: e.tags.size, images: e.images.size, contents: e.contents.size })
     return counts
+  }
+
+  images (): ImageSummary[] {
+    const out: ImageSummary[] = []
+    for (const [name, image] of this.indexed) {
+      out.push({
+        name,
+        registry: image.registry,
+        repository: image.repository,
+        ...(image.tag === undefined ? {} : { tag: image.tag.slice(image.tag.lastIndexOf(':') + 1) }),
+        digest: image.targetDigest,
+        sizeBytes: image.sizeBytes,
+        digests: image.digests
+      })
+    }
+    return out
+  }
+
+  /** Registries of the images held now (a closed set for metric labels). */
+  registries (): Set<string> {
+    const out = new Set<string>()
+    for (const image of this.indexed.values()) out.add(image.registry)
+    return out
   }
 
   /** Direct-read directory in use, or undefined when bytes come through gRPC. */
@@ -132,7 +158,7 @@ export class ContainerdStore implements Store {
   async resolve (ref: string, options: StoreCallOptions = {}): Promise<string> {
     options.signal?.throwIfAborted()
     const client = this.client()
-    const indexed = this.images.get(ref)
+    const indexed = this.indexed.get(ref)
     if (indexed !== undefined) return indexed.targetDigest
     try {
       const image = await client.getImage(ref, { timeoutMs: REQUEST_CALL_TIMEOUT_MS, signal: options.signal })
@@ -343,7 +369,7 @@ export class ContainerdStore implements Store {
 
   private clearAll (): void {
     const hadKeys = this.keyCounts.size > 0
-    this.images = new Map()
+    this.indexed = new Map()
     this.mediaTypes = new Map()
     this.keyCounts = new Map()
     if (hadKeys) this.emit({ type: 'snapshot', keys: [] })
@@ -364,7 +390,7 @@ export class ContainerdStore implements Store {
         this.log.warn({ image: record.name, err: (err as Error).message }, 'skipping image that could not be indexed')
       }
     }
-    this.images = images
+    this.indexed = images
     this.mediaTypes = mediaTypes
     this.keyCounts = new Map()
     for (const image of images.values()) this.countKeys(image, +1)
@@ -386,15 +412,16 @@ export class ContainerdStore implements Store {
       this.log.debug({ image: name }, 'skipping filtered image')
       return undefined
     }
-    const digests = await this.walk(client, target, mediaTypes, signal)
+    const { digests, sizeBytes } = await this.walk(client, target, mediaTypes, signal)
     const tag = tagName(reference)
-    const registry = reference.registry
-    return tag === undefined ? { registry, targetDigest: target.digest, digests } : { registry, targetDigest: target.digest, tag, digests }
+    const base = { registry: reference.registry, repository: reference.repository, sizeBytes, targetDigest: target.digest, digests }
+    return tag === undefined ? base : { ...base, tag }
   }
 
   /** Depth first; content missing from the store is skipped with its children (a listed image can lack layers). */
-  private async walk (client: ContainerdClient, root: { mediaType: string, digest: string, sizeBytes: number }, mediaTypes: MediaTypes, signal: AbortSignal): Promise<string[]> {
+  private async walk (client: ContainerdClient, root: { mediaType: string, digest: string, sizeBytes: number }, mediaTypes: MediaTypes, signal: AbortSignal): Promise<{ digests: string[], sizeBytes: number }> {
     const found: string[] = []
+    let total = 0
     const stack = [root]
     const seen = new Set<string>()
     while (stack.length > 0) {
@@ -409,6 +436,7 @@ export class ContainerdStore implements Store {
         throw err
       }
       found.push(descriptor.digest)
+      total += sizeBytes
       mediaTypes.set(descriptor.digest, descriptor.mediaType)
       if (isManifestMediaType(descriptor.mediaType) && sizeBytes <= MEDIA_TYPE_SNIFF_LIMIT_BYTES) {
         let bytes: Buffer
@@ -432,7 +460,7 @@ export class ContainerdStore implements Store {
         }
       }
     }
-    return found
+    return { digests: found, sizeBytes: total }
   }
 
   private imageKeys (image: IndexedImage): string[] {
@@ -471,14 +499,14 @@ export class ContainerdStore implements Store {
       }
       const mediaTypes: MediaTypes = new Map()
       const indexed = await this.indexImage(client, decoded.name, target, mediaTypes, signal)
-      const previous = this.images.get(decoded.name)
+      const previous = this.indexed.get(decoded.name)
       const removed = previous === undefined ? [] : this.countKeys(previous, -1)
       let added: string[] = []
       if (indexed === undefined) {
-        this.images.delete(decoded.name)
+        this.indexed.delete(decoded.name)
       } else {
         for (const [digest, type] of mediaTypes) this.mediaTypes.set(digest, type)
-        this.images.set(decoded.name, indexed)
+        this.indexed.set(decoded.name, indexed)
         added = this.countKeys(indexed, +1)
       }
       this.emitDelta(added, removed)
@@ -499,9 +527,10 @@ export class ContainerdStore implements Store {
     if (decoded.kind === 'content-delete' && this.keyCounts.has(decoded.digest)) {
       this.keyCounts.delete(decoded.digest)
       this.mediaTypes.delete(decoded.digest)
-      for (const [name, image] of this.images) {
+      for (const [name, image] of this.indexed) {
         if (image.digests.includes(decoded.digest)) {
-          this.images.set(name, { ...image, digests: image.digests.filter((d) => d !== decoded.digest) })
+          // The size goes stale until the next relist; it is for display only.
+          this.indexed.set(name, { ...image, digests: image.digests.filter((d) => d !== decoded.digest) })
         }
       }
       this.emit({ type: 'remove', keys: [decoded.digest] })
@@ -509,9 +538,9 @@ export class ContainerdStore implements Store {
   }
 
   private removeImage (name: string): void {
-    const previous = this.images.get(name)
+    const previous = this.indexed.get(name)
     if (previous === undefined) return
-    this.images.delete(name)
+    this.indexed.delete(name)
     this.emitDelta([], this.countKeys(previous, -1))
   }
 

@@ -104,35 +104,49 @@ export class ContainerdSupervisor {
   private async run (signal: AbortSignal): Promise<void> {
     let attempt = 0
     while (!signal.aborted) {
-      const choice = await chooseSocket(this.init.socketPath, this.init.isSocketExplicit)
-      if (choice.socketPath !== this.chosenSocketLogged) {
-        this.chosenSocketLogged = choice.socketPath
-        if (choice.source === 'well-known') {
-          this.log.info({ event: 'containerd_socket_discovered', path: choice.socketPath, distribution: choice.distribution, candidates: choice.candidatesFound },
-            'default containerd socket absent; using a well-known socket')
-        }
-      }
-      const socketPath = choice.socketPath
-      const errno = await probeSocket(socketPath)
-      if (errno !== undefined) {
-        await this.markUnavailable(await diagnoseSocket(socketPath, errno))
-        await this.pause(attempt++, socketPath, signal)
-        continue
-      }
-      const client = new ContainerdClient({ socketPath, namespace: this.init.namespace })
-      let version: string
       try {
-        version = (await client.getVersion({ timeoutMs: VERSION_TIMEOUT_MS, signal })).version
+        attempt = await this.attempt(attempt, signal)
       } catch (err) {
-        client.close()
+        // A bug or an unexpected environment (unreadable protos, say) must not end the loop:
+        // the node would stay "connecting" forever. Report it and try again with backoff.
         if (signal.aborted) break
-        await this.markUnavailable(await diagnoseSocket(socketPath, undefined, errorText(err)))
-        await this.pause(attempt++, socketPath, signal)
-        continue
+        this.log.error({ err }, 'unexpected error in the containerd connection loop')
+        this.setState({ name: 'unavailable', socketPath: this.currentState.socketPath, reason: `containerd: ${errorText(err)}`, since: Date.now() })
+        await this.pause(attempt++, this.currentState.socketPath, signal)
       }
-      attempt = 0
-      await this.runConnected(client, socketPath, version, signal)
     }
+  }
+
+  /** One dial (and, when it works, one session); returns the next backoff attempt number. */
+  private async attempt (attempt: number, signal: AbortSignal): Promise<number> {
+    const choice = await chooseSocket(this.init.socketPath, this.init.isSocketExplicit)
+    if (choice.socketPath !== this.chosenSocketLogged) {
+      this.chosenSocketLogged = choice.socketPath
+      if (choice.source === 'well-known') {
+        this.log.info({ event: 'containerd_socket_discovered', path: choice.socketPath, distribution: choice.distribution, candidates: choice.candidatesFound },
+          'default containerd socket absent; using a well-known socket')
+      }
+    }
+    const socketPath = choice.socketPath
+    const errno = await probeSocket(socketPath)
+    if (errno !== undefined) {
+      await this.markUnavailable(await diagnoseSocket(socketPath, errno))
+      await this.pause(attempt, socketPath, signal)
+      return attempt + 1
+    }
+    const client = new ContainerdClient({ socketPath, namespace: this.init.namespace })
+    let version: string
+    try {
+      version = (await client.getVersion({ timeoutMs: VERSION_TIMEOUT_MS, signal })).version
+    } catch (err) {
+      client.close()
+      if (signal.aborted) return attempt
+      await this.markUnavailable(await diagnoseSocket(socketPath, undefined, errorText(err)))
+      await this.pause(attempt, socketPath, signal)
+      return attempt + 1
+    }
+    await this.runConnected(client, socketPath, version, signal)
+    return 0
   }
 
   private async runConnected (client: ContainerdClient, socketPath: string, version: string, signal: AbortSignal): Promise<void> {

@@ -15,11 +15,24 @@ export interface Route {
   readonly handler: Handler
   /** Measured but never logged (probes: a log line every few seconds is noise). */
   readonly isQuiet?: boolean
+  /** Left out of the HTTP metrics (Spegel does not measure its own /metrics route). */
+  readonly isUnmeasured?: boolean
+}
+
+/** One finished request, as the mux saw it. */
+export interface CompletedRequest {
+  readonly req: IncomingMessage
+  readonly res: ServerResponse
+  readonly pathname: string
+  readonly record: ResponseRecord
+  readonly durationMs: number
 }
 
 export interface MuxComponents {
   log: Logger
   metrics?: Pick<Metrics, 'httpRequestDurationSeconds' | 'httpResponseSizeBytes' | 'httpRequestsInflight'>
+  /** Called once per routed request after it closed (accounting, recent-request views). */
+  onCompleted?: (request: CompletedRequest) => void
 }
 
 /**
@@ -28,7 +41,7 @@ export interface MuxComponents {
  * log line and one set of metrics per request when the response closes.
  */
 export function createMux (components: MuxComponents, routes: readonly Route[]): (req: IncomingMessage, res: ServerResponse) => void {
-  const { log, metrics } = components
+  const { log, metrics, onCompleted } = components
   const matchers = routes.map((route) => ({ route, matches: matcher(route.pattern) }))
 
   return (req, res) => {
@@ -47,7 +60,8 @@ export function createMux (components: MuxComponents, routes: readonly Route[]):
 
     const record = trackResponse(req, res, route.pattern)
     const method = req.method ?? ''
-    metrics?.httpRequestsInflight.inc({ handler: route.pattern })
+    const measured = route.isUnmeasured === true ? undefined : metrics
+    measured?.httpRequestsInflight.inc({ handler: route.pattern })
     // Report once the response has closed and the handler has settled, whichever is last:
     // a handler may attach the error that explains a close only after the close happened
     // (pipeline destroys the response before its promise rejects).
@@ -56,10 +70,17 @@ export function createMux (components: MuxComponents, routes: readonly Route[]):
       if (--pending > 0) return
       const durationMs = elapsedMs(started)
       const code = String(res.statusCode)
-      metrics?.httpRequestsInflight.dec({ handler: route.pattern })
-      metrics?.httpRequestDurationSeconds.observe({ handler: route.pattern, method, code }, durationMs / 1000)
-      metrics?.httpResponseSizeBytes.observe({ handler: route.pattern, method, code }, record.bytesWritten)
+      measured?.httpRequestsInflight.dec({ handler: route.pattern })
+      measured?.httpRequestDurationSeconds.observe({ handler: route.pattern, method, code }, durationMs / 1000)
+      measured?.httpResponseSizeBytes.observe({ handler: route.pattern, method, code }, record.bytesWritten)
       if (route.isQuiet !== true) logRequest(log, req, res, pathname, record, durationMs)
+      if (onCompleted !== undefined) {
+        try {
+          onCompleted({ req, res, pathname, record, durationMs })
+        } catch (err) {
+          log.error({ err }, 'request completion hook failed')
+        }
+      }
     }
     res.once('close', done)
 

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test'
 import { Registry, register as globalRegistry } from 'prom-client'
 import { createMux } from '../http/mux.js'
 import { LogCapture, request, startTestServer } from '../http/test-helpers.js'
-import { RESPONSE_SIZE_BUCKETS, createMetrics, createMetricsHandler } from './metrics.js'
+import { CappedLabels, RESPONSE_SIZE_BUCKETS, createMetrics, createMetricsHandler, type RouterMetricsSnapshot } from './metrics.js'
 
 describe('createMetrics', () => {
   it('registers Spegel names on the given registry only, twice without collision', async () => {
@@ -75,5 +75,75 @@ describe('createMetrics', () => {
     } finally {
       await srv.close()
     }
+  })
+})
+
+describe('createMetrics: ours', () => {
+  const routerSnapshot = (over: Partial<RouterMetricsSnapshot> = {}): RouterMetricsSnapshot => ({
+    peersConnected: 2,
+    records: 3,
+    keys: 40,
+    ownKeys: 7,
+    pushesIn: 10,
+    pushesOut: 12,
+    pushesDropped: 1,
+    pullsOk: 4,
+    pullsFailed: 0,
+    syncsServed: 5,
+    lastHeardSeconds: new Map([['peer-a', 1.5], ['peer-b', 30]]),
+    ...over
+  })
+
+  it('reads readiness and the router at scrape time', async () => {
+    const m = createMetrics(new Registry(), { collectDefault: false, version: '1.2.3' })
+    let ready = false
+    let snapshot = routerSnapshot()
+    m.setSources({ isReady: () => ready, router: () => snapshot })
+    let text = await m.registry.metrics()
+    assert.match(text, /^spegel_ready 0$/m)
+    assert.match(text, /^spegel_build_info\{version="1\.2\.3",nodejs="v[\d.]+"\} 1$/m)
+    assert.match(text, /^spegel_router_peers_connected 2$/m)
+    assert.match(text, /^spegel_router_index_records 3$/m)
+    assert.match(text, /^spegel_router_index_keys 40$/m)
+    assert.match(text, /^spegel_router_own_keys 7$/m)
+    assert.match(text, /^spegel_router_pushes_total\{direction="in"\} 10$/m)
+    assert.match(text, /^spegel_router_pushes_total\{direction="dropped"\} 1$/m)
+    assert.match(text, /^spegel_router_pulls_total\{result="ok"\} 4$/m)
+    assert.match(text, /^spegel_router_syncs_served_total 5$/m)
+    assert.match(text, /^spegel_router_peer_last_heard_seconds\{peer="peer-a"\} 1\.5$/m)
+
+    ready = true
+    snapshot = routerSnapshot({ pushesIn: 15, lastHeardSeconds: new Map([['peer-b', 31]]) })
+    text = await m.registry.metrics()
+    assert.match(text, /^spegel_ready 1$/m)
+    assert.match(text, /^spegel_router_pushes_total\{direction="in"\} 15$/m, 'counters follow the router\'s cumulative values')
+    assert.doesNotMatch(text, /peer="peer-a"/, 'a node that left the index drops out')
+
+    // A new router starts its counters at zero: the metric resets instead of going negative.
+    snapshot = routerSnapshot({ pushesIn: 2 })
+    text = await m.registry.metrics()
+    assert.match(text, /^spegel_router_pushes_total\{direction="in"\} 2$/m)
+  })
+
+  it('counts served bytes by client and source, and relayed bytes per peer', async () => {
+    const m = createMetrics(new Registry(), { collectDefault: false })
+    let text = await m.registry.metrics()
+    assert.match(text, /^spegel_served_bytes_total\{to="containerd",source="local"\} 0$/m, 'zero series exist before the first request')
+    m.addServedBytes('containerd', 'local', 100)
+    m.addServedBytes('containerd', 'peer', 50, 'peer-a')
+    m.addServedBytes('peer', 'local', 7)
+    text = await m.registry.metrics()
+    assert.match(text, /^spegel_served_bytes_total\{to="containerd",source="local"\} 100$/m)
+    assert.match(text, /^spegel_served_bytes_total\{to="containerd",source="peer"\} 50$/m)
+    assert.match(text, /^spegel_served_bytes_total\{to="peer",source="local"\} 7$/m)
+    assert.match(text, /^spegel_mirror_peer_bytes_total\{peer="peer-a"\} 50$/m)
+  })
+
+  it('folds peer labels beyond the cap into `other`', () => {
+    const labels = new CappedLabels(2)
+    assert.equal(labels.label('a'), 'a')
+    assert.equal(labels.label('b'), 'b')
+    assert.equal(labels.label('c'), 'other')
+    assert.equal(labels.label('a'), 'a')
   })
 })

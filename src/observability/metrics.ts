@@ -4,9 +4,43 @@ import { Counter, Gauge, Histogram, collectDefaultMetrics, exponentialBuckets, t
 /** 1024 × 5^i for i = 0..9, as Spegel's http_response_size_bytes. */
 export const RESPONSE_SIZE_BUCKETS: readonly number[] = Object.freeze(exponentialBuckets(1024, 5, 10))
 
+/**
+ * Most distinct peer label values kept per metric. A cluster rarely has more nodes than this
+ * on one node's radar; beyond it, values fold into `other` so a hostile or churning cluster
+ * cannot grow the series count without bound.
+ */
+export const MAX_PEER_LABELS = 256
+export const OTHER_LABEL = 'other'
+
+/** Where the body bytes of a /v2 response came from, and who asked. */
+export type ServedTo = 'containerd' | 'peer'
+export type ServedSource = 'local' | 'peer'
+
+/** Router figures read at scrape time (a structural view, so this module needs no routing import). */
+export interface RouterMetricsSnapshot {
+  readonly peersConnected: number
+  readonly records: number
+  readonly keys: number
+  readonly ownKeys: number
+  readonly pushesIn: number
+  readonly pushesOut: number
+  readonly pushesDropped: number
+  readonly pullsOk: number
+  readonly pullsFailed: number
+  readonly syncsServed: number
+  /** Seconds since each other node was last heard of, by peer id. */
+  readonly lastHeardSeconds: ReadonlyMap<string, number>
+}
+
+/** Live values the metrics read when Prometheus scrapes, set once the node is wired. */
+export interface MetricsSources {
+  isReady?: () => boolean
+  router?: () => RouterMetricsSnapshot | undefined
+}
+
 export interface Metrics {
   readonly registry: Registry
-  /** One per mirror-handler invocation; `cache` is `hit` or `miss`, `registry` the `ns` value. */
+  /** One per mirror-handler invocation; `cache` is `hit` or `miss`, `registry` a closed-set label (see registryLabel). */
   readonly mirrorRequests: Counter<'registry' | 'cache'>
   readonly mirrorLastSuccessTimestampSeconds: Gauge
   readonly resolveDurationSeconds: Histogram<'router'>
@@ -19,16 +53,15 @@ export interface Metrics {
   readonly containerdUp: Gauge
   readonly containerdReconnects: Counter
   readonly containerdState: Gauge<'state'>
+  readonly servedBytes: Counter<'to' | 'source'>
+  readonly mirrorPeerBytes: Counter<'peer'>
   /** Sets `spegel_containerd_state{state}` to 1 for `state` and 0 for every state seen before. */
   setContainerdState(state: string): void
-  /**
-   * Sets the advertised-key gauges from the full list of advertised keys: tags
-   * (`registry/repository:tag`) per registry, and digests as content digests. Keys carry no
-   * registry for digests, so those are counted under `registry=""`; image digests cannot be
-   * told apart from other content by key and stay unset (as in Spegel HEAD).
-   */
   /** Spegel's advertised gauges, per registry: tags, image roots and content digests. */
   setAdvertisedCounts(counts: ReadonlyMap<string, AdvertisedCounts>): void
+  /** Counts body bytes of one /v2 response; `peer` is the peer id when relayed. */
+  addServedBytes(to: ServedTo, source: ServedSource, bytes: number, peer?: string): void
+  setSources(sources: MetricsSources): void
 }
 
 export interface AdvertisedCounts {
@@ -40,15 +73,38 @@ export interface AdvertisedCounts {
 export interface MetricsInit {
   /** Adds process_* and nodejs_* collectors; defaults to true. */
   collectDefault?: boolean
+  /** spegel_build_info's version label. */
+  version?: string
 }
 
 /**
- * Spegel's metrics (spec 9.2, 9.3) plus containerd connection health, all registered on
- * `registry` only; never on prom-client's global registry, so two instances can coexist.
+ * Spegel's metrics plus ours (containerd health, bytes by source, the P2P index, readiness),
+ * all registered on `registry` only; never on prom-client's global registry, so two instances
+ * can coexist in one process. Label values come from closed sets or are capped.
  */
 export function createMetrics (registry: Registry, init: MetricsInit = {}): Metrics {
   const registers = [registry]
   if (init.collectDefault ?? true) collectDefaultMetrics({ register: registry })
+  let sources: MetricsSources = {}
+  const routerSnapshot = (): RouterMetricsSnapshot | undefined => sources.router?.()
+
+  const buildInfo = new Gauge({
+    name: 'spegel_build_info',
+    help: 'Version of this spegel-ts node and of the Node.js runtime; always 1.',
+    labelNames: ['version', 'nodejs'] as const,
+    registers
+  })
+  buildInfo.set({ version: init.version ?? 'devel', nodejs: process.version }, 1)
+
+  new Gauge({
+    name: 'spegel_ready',
+    help: 'Whether this node reports ready on /readyz (1) or not (0).',
+    registers,
+    collect () {
+      const isReady = sources.isReady
+      if (isReady !== undefined) this.set(isReady() ? 1 : 0)
+    }
+  })
 
   const containerdState = new Gauge({
     name: 'spegel_containerd_state',
@@ -69,13 +125,100 @@ export function createMetrics (registry: Registry, init: MetricsInit = {}): Metr
     labelNames: ['registry'] as const,
     registers
   })
-
   const advertisedImageDigests = new Gauge({
     name: 'spegel_advertised_image_digests',
     help: 'Number of image digests advertised to be available.',
     labelNames: ['registry'] as const,
     registers
   })
+
+  const servedBytes = new Counter({
+    name: 'spegel_served_bytes_total',
+    help: 'Body bytes of OCI responses this node sent, by client (containerd or a peer) and by where the bytes came from (local disk or a peer).',
+    labelNames: ['to', 'source'] as const,
+    registers
+  })
+  // Zeroes exist from the start, so rate() and dashboards see the series before the first pull.
+  for (const [to, source] of [['containerd', 'local'], ['containerd', 'peer'], ['peer', 'local']] as const) servedBytes.inc({ to, source }, 0)
+  const mirrorPeerBytes = new Counter({
+    name: 'spegel_mirror_peer_bytes_total',
+    help: 'Body bytes relayed from each peer to this node\'s clients.',
+    labelNames: ['peer'] as const,
+    registers
+  })
+  const peerLabels = new CappedLabels(MAX_PEER_LABELS)
+
+  // Router figures are cumulative counters kept by the router itself; mirror them at scrape time.
+  const routerGauge = (name: string, help: string, pick: (s: RouterMetricsSnapshot) => number): void => {
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect () {
+        const s = routerSnapshot()
+        if (s !== undefined) this.set(pick(s))
+      }
+    })
+  }
+  routerGauge('spegel_router_peers_connected', 'Peers this node has an open libp2p connection to.', (s) => s.peersConnected)
+  routerGauge('spegel_router_index_records', 'Other nodes\' records held in this node\'s replica of the cluster index.', (s) => s.records)
+  routerGauge('spegel_router_index_keys', 'Distinct keys (digests and tags) in this node\'s replica of the cluster index.', (s) => s.keys)
+  routerGauge('spegel_router_own_keys', 'Keys this node advertises.', (s) => s.ownKeys)
+  const setPushes = counterMirror<'direction'>()
+  const setPulls = counterMirror<'result'>()
+  const setSyncs = counterMirror<never>()
+  new Counter({
+    name: 'spegel_router_pushes_total',
+    help: 'Index deltas pushed to peers (out), received (in) and dropped because a peer could not keep up (dropped).',
+    labelNames: ['direction'] as const,
+    registers,
+    collect () {
+      const s = routerSnapshot()
+      if (s === undefined) return
+      setPushes(this, { direction: 'in' }, s.pushesIn)
+      setPushes(this, { direction: 'out' }, s.pushesOut)
+      setPushes(this, { direction: 'dropped' }, s.pushesDropped)
+    }
+  })
+  new Counter({
+    name: 'spegel_router_pulls_total',
+    help: 'Index pulls (anti-entropy syncs) this node made, by result.',
+    labelNames: ['result'] as const,
+    registers,
+    collect () {
+      const s = routerSnapshot()
+      if (s === undefined) return
+      setPulls(this, { result: 'ok' }, s.pullsOk)
+      setPulls(this, { result: 'failed' }, s.pullsFailed)
+    }
+  })
+  new Counter({
+    name: 'spegel_router_syncs_served_total',
+    help: 'Index pulls this node answered for peers.',
+    registers,
+    collect () {
+      const s = routerSnapshot()
+      if (s !== undefined) setSyncs(this, {}, s.syncsServed)
+    }
+  })
+  new Gauge({
+    name: 'spegel_router_peer_last_heard_seconds',
+    help: 'Seconds since each other node was last heard of (directly or through peers).',
+    labelNames: ['peer'] as const,
+    registers,
+    collect () {
+      const s = routerSnapshot()
+      if (s === undefined) return
+      // Reset so a node that left the index drops out instead of freezing at its last age.
+      this.reset()
+      let kept = 0
+      for (const [peer, seconds] of s.lastHeardSeconds) {
+        if (++kept > MAX_PEER_LABELS) break
+        this.set({ peer }, seconds)
+      }
+    }
+  })
+
   return {
     registry,
     mirrorRequests: new Counter({
@@ -128,6 +271,8 @@ export function createMetrics (registry: Registry, init: MetricsInit = {}): Metr
       registers
     }),
     containerdState,
+    servedBytes,
+    mirrorPeerBytes,
     setContainerdState (state: string): void {
       seenStates.add(state)
       for (const s of seenStates) containerdState.set({ state: s }, s === state ? 1 : 0)
@@ -142,7 +287,55 @@ export function createMetrics (registry: Registry, init: MetricsInit = {}): Metr
         advertisedImageDigests.set({ registry }, c.images)
         advertisedContentDigests.set({ registry }, c.contents)
       }
+    },
+    addServedBytes (to: ServedTo, source: ServedSource, bytes: number, peer?: string): void {
+      if (bytes <= 0) return
+      servedBytes.inc({ to, source }, bytes)
+      if (source === 'peer' && peer !== undefined) mirrorPeerBytes.inc({ peer: peerLabels.label(peer) }, bytes)
+    },
+    setSources (next: MetricsSources): void {
+      sources = { ...sources, ...next }
     }
+  }
+}
+
+/**
+ * Sets counters that mirror cumulative values kept elsewhere (prom-client counters only add).
+ * Only this setter touches those counters, so remembering what it reported is exact.
+ */
+function counterMirror<T extends string> (): (counter: Counter<T>, labels: Partial<Record<T, string>>, value: number) => void {
+  const reported = new Map<string, number>()
+  return (counter, labels, value) => {
+    const key = JSON.stringify(labels)
+    const before = reported.get(key) ?? 0
+    if (value >= before) {
+      counter.inc(labels, value - before)
+    } else {
+      // The source restarted from zero: a counter reset, which rate() handles.
+      counter.remove(labels)
+      counter.inc(labels, value)
+    }
+    reported.set(key, value)
+  }
+}
+
+/**
+ * Label values taken first come, first served up to a cap; later ones become `other`. Used
+ * where values are legitimate but not knowable in advance (peer ids).
+ */
+export class CappedLabels {
+  readonly #max: number
+  readonly #values = new Set<string>()
+
+  constructor (max: number) {
+    this.#max = max
+  }
+
+  label (value: string): string {
+    if (this.#values.has(value)) return value
+    if (this.#values.size >= this.#max) return OTHER_LABEL
+    this.#values.add(value)
+    return value
   }
 }
 

@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { addLogAttrs, attachError, createMux, requestTarget, writeError } from '../http/index.js'
+import { addLogAttrs, attachError, createMux, requestTarget, writeError, type CompletedRequest } from '../http/index.js'
 import {
   MEDIA_TYPE_OCTET_STREAM, OciError, RangeNotSatisfiableError, contentRangeHeader, isFiltered,
   isManifestMediaType, methodNotAllowed, parseDistributionPath, parseRangeHeader, rangeLength, resolveRange,
@@ -13,6 +13,9 @@ import type { Metrics } from '../observability/metrics.js'
 import type { Router } from '../routing/index.js'
 import { NotFoundError, StoreUnavailableError, type Descriptor, type Store } from '../store/index.js'
 import { FileRangeStream } from '../store/file-range-stream.js'
+import { nodeReadiness, type Readiness } from './readiness.js'
+import type { RecentRequests, RecentRequest } from './recent-requests.js'
+import type { RegistryLabeler } from './registry-label.js'
 
 /** Set by Spegel peers on requests to each other: serve from local content only, never forward. */
 export const MIRRORED_HEADER = 'x-spegel-mirrored'
@@ -37,8 +40,16 @@ export interface RegistryInit {
   filters: readonly ReferenceFilter[]
   basicAuth?: { username: string, password: string }
   /** Extra readiness condition on top of the store's and the router's. */
-  isReady?: () => { isReady: boolean, reason?: string }
+  isReady?: () => Readiness
   mirror?: MirrorHandler
+  /** Where finished /v2 requests are kept for the web page. */
+  recentRequests?: RecentRequests
+  /** Turns `ns` into a closed-set metric label; the raw value when absent (tests). */
+  registryLabel?: RegistryLabeler
+  /** Updated on every successful mirror, for the web page. */
+  mirrorStats?: { lastSuccessMs?: number }
+  /** Extra lines for the /readyz body (problems that do not make the node unready). */
+  readyzNotes?: () => readonly string[]
 }
 
 const ALLOW = 'GET, HEAD'
@@ -57,7 +68,8 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
 
   const readyz = (req: IncomingMessage, res: ServerResponse): void => {
     const reason = notReadyReason()
-    sendText(req, res, reason === undefined ? 200 : 503, reason ?? 'ok')
+    const notes = init.readyzNotes?.() ?? []
+    sendText(req, res, reason === undefined ? 200 : 503, [reason ?? 'ok', ...notes].join('\n'))
   }
 
   const livez = (req: IncomingMessage, res: ServerResponse): void => {
@@ -65,13 +77,8 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
   }
 
   function notReadyReason (): string | undefined {
-    const s = store.readiness()
-    if (!s.isReady) return s.reason ?? `${store.name}: not ready`
-    const r = router.readiness()
-    if (!r.isReady) return `router: ${r.reason ?? 'not ready'}`
-    const extra = init.isReady?.()
-    if (extra !== undefined && !extra.isReady) return extra.reason ?? 'not ready'
-    return undefined
+    const readiness = nodeReadiness({ store, router, ...(init.isReady === undefined ? {} : { extra: init.isReady }) })
+    return readiness.isReady ? undefined : readiness.reason ?? 'not ready'
   }
 
   async function v2 (req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -90,6 +97,7 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
 
     const request = parseDistributionPath(pathname, query.get('ns'))
     addLogAttrs(res, {
+      kind: request.kind,
       ...(request.registry === '' ? {} : { registry: request.registry }),
       ...(request.digest === undefined ? { ref: request.key } : { digest: request.digest })
     })
@@ -140,8 +148,13 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
       isHit = await handler(req, res, request, signal)
       return isHit
     } finally {
-      metrics.mirrorRequests.inc({ registry: request.registry, cache: isHit ? 'hit' : 'miss' })
-      if (isHit) metrics.mirrorLastSuccessTimestampSeconds.setToCurrentTime()
+      if (isHit) init.registryLabel?.learn(request.registry)
+      const registry = init.registryLabel?.label(request.registry) ?? request.registry
+      metrics.mirrorRequests.inc({ registry, cache: isHit ? 'hit' : 'miss' })
+      if (isHit) {
+        metrics.mirrorLastSuccessTimestampSeconds.setToCurrentTime()
+        if (init.mirrorStats !== undefined) init.mirrorStats.lastSuccessMs = Date.now()
+      }
     }
   }
 
@@ -218,7 +231,39 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
     return err
   }
 
-  return createMux({ log, metrics }, [
+  /** Bytes by source for the metrics, and the request for the web page's recent list. */
+  function completed ({ req, res, pathname, record, durationMs }: CompletedRequest): void {
+    if (record.handler !== '/v2/*') return
+    const attrs = record.attrs
+    const peer = typeof attrs.peer === 'string' ? attrs.peer : undefined
+    const client = req.headers[MIRRORED_HEADER] === 'true' ? 'peer' : 'containerd'
+    const bytes = record.bytesWritten
+    const isServed = res.statusCode < 400
+    const source = !isServed ? 'none' : peer === undefined ? 'local' : 'peer'
+    if (source !== 'none') metrics.addServedBytes(client, source, bytes, peer)
+    if (init.recentRequests === undefined) return
+    const kind = attrs.kind === 'manifest' || attrs.kind === 'blob' ? attrs.kind : 'other'
+    const ref = typeof attrs.digest === 'string' ? attrs.digest : typeof attrs.ref === 'string' ? attrs.ref : pathname
+    const entry: RecentRequest = {
+      atMs: Date.now(),
+      method: req.method ?? '',
+      kind,
+      ref,
+      registry: typeof attrs.registry === 'string' ? attrs.registry : '',
+      client,
+      source,
+      ...(peer === undefined ? {} : { peer }),
+      ...(typeof attrs.peerAddress === 'string' ? { peerAddress: attrs.peerAddress } : {}),
+      status: res.statusCode,
+      bytes,
+      durationMs,
+      isAborted: !res.writableFinished,
+      ...(record.error === undefined ? {} : { error: errorText(record.error) })
+    }
+    init.recentRequests.add(entry)
+  }
+
+  return createMux({ log, metrics, onCompleted: completed }, [
     { pattern: '/readyz', handler: probe(readyz), isQuiet: true },
     { pattern: '/livez', handler: probe(livez), isQuiet: true },
     { pattern: '/v2/*', handler: v2 }
@@ -282,6 +327,11 @@ async function readManifest (stream: Readable, descriptor: Descriptor): Promise<
   const [algorithm = '', hex = ''] = descriptor.digest.split(':')
   if (createHash(algorithm).update(body).digest('hex') !== hex) throw new Error(`manifest ${descriptor.digest} does not match its digest`)
   return body
+}
+
+function errorText (err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err)
+  return text.length > 300 ? `${text.slice(0, 300)}…` : text
 }
 
 function digestOf (bytes: Buffer): Buffer {

@@ -1,3 +1,7 @@
 export { createRegistryHandler, MIRRORED_HEADER, MAX_MANIFEST_BYTES, type MirrorHandler, type RegistryComponents, type RegistryInit } from './handler.js'
 export { createMirror, DEFAULT_MANIFEST_DEADLINE_MS, DEFAULT_INFLIGHT_TIMEOUT_MIN_MS, type Mirror, type MirrorComponents, type MirrorInit } from './mirror.js'
 export { createPeerAgent, fetchFromPeer, PeerFetchError, PeerRangeNotSatisfiableError, DigestMismatchError, type PeerRequest, type PeerResponse } from './peer-fetch.js'
+export { nodeReadiness, type Readiness, type ReadinessParts } from './readiness.js'
+export { RecentRequests, DEFAULT_RECENT_REQUESTS, type RecentRequest, type RequestSource } from './recent-requests.js'
+export { createRegistryLabeler, MAX_LEARNED_REGISTRIES, type RegistryLabeler, type RegistryLabelInit } from './registry-label.js'
+export { basicAuthHeader } from './basic-auth.js'

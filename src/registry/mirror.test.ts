@@ -15,8 +15,10 @@ import { LocalOnlyRouter, MemoryRouter, MemoryRouterNetwork } from '../routing/m
 import type { LookupOptions, Peer, Router } from '../routing/index.js'
 import { MemoryStore } from '../store/memory-store.js'
 import type { Descriptor, OpenOptions, StoreCallOptions } from '../store/types.js'
-import { createRegistryHandler } from './handler.js'
+import { createRegistryHandler, type RegistryInit } from './handler.js'
 import { createMirror, type Mirror, type MirrorInit } from './mirror.js'
+import { RecentRequests } from './recent-requests.js'
+import { createRegistryLabeler } from './registry-label.js'
 
 // ---------------------------------------------------------------------------------------------
 // Content
@@ -247,7 +249,7 @@ interface Node {
   hold(key: string, ...peers: Peer[]): void
 }
 
-async function startNode (init: Partial<MirrorInit> = {}, router?: Router): Promise<Node> {
+async function startNode (init: Partial<MirrorInit> = {}, router?: Router, handlerInit: Partial<RegistryInit> = {}): Promise<Node> {
   const network = new MemoryRouterNetwork()
   const nodeRouter = router ?? new MemoryRouter({ network }, { id: 'self', registryAddress: '127.0.0.1:1' })
   const capture = new LogCapture()
@@ -263,7 +265,7 @@ async function startNode (init: Partial<MirrorInit> = {}, router?: Router): Prom
     random: () => n++,
     ...init
   })
-  const handler = createRegistryHandler({ store: new MemoryStore(), router: nodeRouter, metrics, log: capture.log }, { filters: [], mirror })
+  const handler = createRegistryHandler({ store: new MemoryStore(), router: nodeRouter, metrics, log: capture.log }, { filters: [], mirror, ...handlerInit })
   const srv = await startTestServer(handler, capture.log)
   cleanups.push(async () => {
     await srv.close()
@@ -687,5 +689,69 @@ describe('mirror: broken streams', () => {
     await eventually(() => { assert.equal(stalled.aborted, 1, 'the peer saw its response abandoned') })
     assert.equal(stalled.requests.length, 1, 'no resume for a client that left')
     await eventually(async () => { assert.equal(await mirrorCount(node.metrics, 'hit'), 1) })
+  })
+})
+
+describe('mirror: accounting for metrics and the web page', () => {
+  const metricValue = async (metrics: Metrics, name: string, labels: Record<string, string>): Promise<number> => {
+    const m = (await metrics.registry.getMetricsAsJSON()).find((x) => x.name === name) as { values: Array<{ labels: Record<string, string | number>, value: number }> } | undefined
+    const v = m?.values.find((x) => Object.entries(labels).every(([k, want]) => String(x.labels[k]) === want))
+    return v?.value ?? 0
+  }
+
+  it('counts relayed bytes by source and by peer, and lists the request with the peer that served it', async () => {
+    const recent = new RecentRequests(10)
+    const node = await startNode({}, undefined, { recentRequests: recent })
+    const good = await contentPeer('peer-a')
+    node.hold(C.big.digest, good.peer)
+    const res = await fetch(node.port, blobPath(C.big.digest))
+    assert.equal(res.status, 200)
+    assert.equal(res.body.length, BIG.length)
+    await eventually(async () => { assert.equal(await metricValue(node.metrics, 'spegel_served_bytes_total', { to: 'containerd', source: 'peer' }), BIG.length) })
+    assert.equal(await metricValue(node.metrics, 'spegel_served_bytes_total', { to: 'containerd', source: 'local' }), 0)
+    assert.equal(await metricValue(node.metrics, 'spegel_mirror_peer_bytes_total', { peer: 'peer-a' }), BIG.length)
+    const [entry] = recent.list()
+    assert.ok(entry !== undefined)
+    assert.equal(entry.source, 'peer')
+    assert.equal(entry.peer, 'peer-a')
+    assert.equal(entry.peerAddress, good.peer.registryAddress)
+    assert.equal(entry.kind, 'blob')
+    assert.equal(entry.ref, C.big.digest)
+    assert.equal(entry.registry, 'docker.io')
+    assert.equal(entry.bytes, BIG.length)
+    assert.equal(entry.status, 200)
+    assert.equal(entry.client, 'containerd')
+    assert.equal(entry.isAborted, false)
+  })
+
+  it('lists a miss with no source and counts no bytes', async () => {
+    const recent = new RecentRequests(10)
+    const node = await startNode({}, undefined, { recentRequests: recent })
+    const res = await fetch(node.port, blobPath(C.lorem.digest))
+    assert.equal(res.status, 404)
+    await eventually(() => { assert.equal(recent.list().length, 1) })
+    const [entry] = recent.list()
+    assert.equal(entry?.source, 'none')
+    assert.equal(entry?.status, 404)
+    assert.equal(await metricValue(node.metrics, 'spegel_served_bytes_total', { to: 'containerd', source: 'peer' }), 0)
+  })
+
+  it('labels mirror requests from a closed set: a registry no node holds is `other`, whatever clients send', async () => {
+    const node = await startNode({}, undefined, {
+      registryLabel: createRegistryLabeler({ mirroredRegistries: [], localRegistries: () => [] })
+    })
+    const good = await contentPeer('peer-a')
+    node.hold(C.lorem.digest, good.peer)
+    // A hit teaches the node that docker.io is a registry of this cluster.
+    assert.equal((await fetch(node.port, blobPath(C.lorem.digest))).status, 200)
+    for (let i = 0; i < 50; i++) {
+      assert.equal((await fetch(node.port, `/v2/library/test/blobs/${C.blob20.digest}?ns=random-${i}.example`)).status, 404)
+    }
+    const text = await node.metrics.registry.metrics()
+    const series = text.split('\n').filter((l) => l.startsWith('spegel_mirror_requests_total{'))
+    assert.deepEqual(series.sort(), [
+      'spegel_mirror_requests_total{registry="docker.io",cache="hit"} 1',
+      'spegel_mirror_requests_total{registry="other",cache="miss"} 50'
+    ])
   })
 })

@@ -1,2 +1,2 @@
-export type { Store, Descriptor, ByteRange, OpenOptions, StoreCallOptions, StoreReadiness, StoreChange, StoreListener } from './types.js'
+export type { Store, Descriptor, ByteRange, OpenOptions, StoreCallOptions, StoreReadiness, StoreChange, StoreListener, ImageSummary, ImageLister } from './types.js'
 export { NotFoundError, StoreUnavailableError, isNotFound } from './errors.js'

@@ -58,3 +58,23 @@ export interface Store {
   /** Listen for key changes; returns the unsubscribe function. */
   subscribe(listener: StoreListener): () => void
 }
+
+/** One image a store holds, for operators (the web page); not used to serve content. */
+export interface ImageSummary {
+  /** The store's name for it, e.g. `docker.io/library/nginx:1.27` or `…@sha256:…`. */
+  readonly name: string
+  readonly registry: string
+  readonly repository: string
+  readonly tag?: string
+  /** Digest of the manifest or index the name points to. */
+  readonly digest: string
+  /** Bytes of the content of this image present in the store (other platforms' layers are often absent). */
+  readonly sizeBytes: number
+  /** Digests of this image present in the store, root first. */
+  readonly digests: readonly string[]
+}
+
+/** A store that can list its images (containerd's can; serving needs no list). */
+export interface ImageLister {
+  images(): ImageSummary[]
+}

@@ -1,5 +1,5 @@
 export { createP2PRouter, listenMultiaddr } from './p2p-router.js'
-export type { P2PRouter, P2PRouterComponents, P2PRouterCounters, P2PRouterHooks, P2PRouterInit, P2PRouterStatus } from './p2p-router.js'
+export type { P2PRouter, P2PRouterComponents, P2PRouterCounters, P2PRouterHooks, P2PRouterInit, P2PRouterStatus, PeerSummary } from './p2p-router.js'
 export { generatePskFile, readPskFile } from './psk.js'
 export { loadOrCreatePrivateKey } from './identity.js'
 export * as p2pDefaults from './constants.js'

@@ -99,6 +99,22 @@ export interface P2PRouterCounters {
   goodbyes: number
 }
 
+/** What this node knows of another node, for operators (web page, metrics). */
+export interface PeerSummary {
+  readonly id: string
+  /** `host:port` of its registry; empty for a connected peer whose record has not arrived. */
+  readonly registryAddress: string
+  /** libp2p addresses it announced (or the connection's remote address). */
+  readonly addrs: readonly string[]
+  readonly keyCount: number
+  /** Unix ms when it was last heard of, directly or through others; undefined without a record. */
+  readonly lastHeardMs?: number
+  /** Heard of within the expiry bound, so lookups offer it. */
+  readonly isAlive: boolean
+  /** An open libp2p connection to it right now. */
+  readonly isConnected: boolean
+}
+
 export interface P2PRouter extends Router {
   readonly peerId: string
   start(): Promise<void>
@@ -112,6 +128,10 @@ export interface P2PRouter extends Router {
   status(): P2PRouterStatus
   /** Peer ids of the live records this node holds (never its own). */
   origins(): string[]
+  /** Every node this one has a record of or a connection to. */
+  peers(): PeerSummary[]
+  /** How many live nodes (not this one) hold `key`. */
+  holders(key: string): number
   /** This node's record version. */
   version(): { epoch: number, seq: number }
   /** The version of `origin`'s record held here, if any. */
@@ -347,6 +367,38 @@ class P2PRouterImpl implements P2PRouter {
     const out: string[] = []
     for (const rec of this.#index.records()) if (this.#index.isAlive(rec, now)) out.push(rec.origin)
     return out
+  }
+
+  peers (): PeerSummary[] {
+    const now = Date.now()
+    const connected = new Map<string, string[]>()
+    for (const connection of this.#libp2p.getConnections()) {
+      const id = connection.remotePeer.toString()
+      const addrs = connected.get(id) ?? []
+      addrs.push(connection.remoteAddr.toString())
+      connected.set(id, addrs)
+    }
+    const out: PeerSummary[] = []
+    for (const rec of this.#index.records()) {
+      out.push({
+        id: rec.origin,
+        registryAddress: rec.registryAddress,
+        addrs: rec.addrs,
+        keyCount: rec.keyCount,
+        lastHeardMs: rec.lastHeardMs,
+        isAlive: this.#index.isAlive(rec, now),
+        isConnected: connected.has(rec.origin)
+      })
+      connected.delete(rec.origin)
+    }
+    for (const [id, addrs] of connected) {
+      out.push({ id, registryAddress: '', addrs, keyCount: 0, isAlive: false, isConnected: true })
+    }
+    return out
+  }
+
+  holders (key: string): number {
+    return this.#index.lookup(compactKey(key), Date.now()).length
   }
 
   version (): { epoch: number, seq: number } {
