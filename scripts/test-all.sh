@@ -9,6 +9,11 @@ command -v containerd >/dev/null 2>&1 || missing+=(containerd)
 command -v ctr >/dev/null 2>&1 || missing+=(containerd)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+[ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "error: the tests need: ${missing[*]} (install them as root: apt-get install -y ${missing[*]})" >&2
@@ -16,7 +21,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q "${missing[@]}"
+  # No recommends: prometheus would pull in node-exporter, and nothing here needs the others.
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if ! command -v kubectl >/dev/null 2>&1; then
+  # Debian 12 only packages kubectl 1.20, whose kustomize cannot render components.
+  echo "warning: kubectl not found: the manifest and image tests will be skipped (install kubectl >= 1.27)" >&2
 fi
 if [ "$(id -u)" != 0 ]; then
   echo "warning: not root: integration tests that start containerd will be skipped" >&2
