@@ -10,6 +10,7 @@ import { buildImage, type BuiltImage } from '../test/helpers/image.js'
 import { run } from '../test/helpers/net.js'
 import { startSpegel, MAIN_JS, type LogLine, type SpegelNode } from '../test/helpers/spegel.js'
 import { waitFor } from '../test/helpers/wait.js'
+import { generatePskFile } from '../src/routing/p2p/index.js'
 
 const REGISTRY = 'example.test'
 const IMAGE = `${REGISTRY}/demo/app:1.0`
@@ -29,7 +30,7 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 const say = (line = ''): void => { process.stdout.write(line + '\n') }
 const mib = (bytes: number): string => `${(bytes / 1048576).toFixed(1)} MiB`
 
-async function startNode (index: number, workDir: string): Promise<DemoNode> {
+async function startNode (index: number, workDir: string, pskFile: string): Promise<DemoNode> {
   const host = HOSTS[index]!
   const name = `node${index + 1}`
   const containerd = await startContainerd({ name })
@@ -44,7 +45,7 @@ async function startNode (index: number, workDir: string): Promise<DemoNode> {
     contentPath: containerd.contentPath,
     logLevel: 'DEBUG',
     bootstrapArgs: ['--bootstrap-kind', 'http', '--http-bootstrap-addr', `${host}:5002`, '--http-bootstrap-url', BOOTSTRAP_URL],
-    extraArgs: ['--data-dir', dataDir]
+    extraArgs: ['--data-dir', dataDir, '--router-secret-path', pskFile, '--containerd-config', containerd.configFile]
   })
   const running = await spegel.waitForLog((l) => l.msg === 'running spegel', 'running spegel')
   // Point this containerd at its own node, exactly as the DaemonSet's init container does.
@@ -79,6 +80,12 @@ async function pullOn (node: DemoNode, image: BuiltImage, nodes: readonly DemoNo
   if (mirrored.length === 0) say(`    (no mirrored requests recorded; ${total} blobs expected)`)
 }
 
+/** The lines of a node's /metrics that show what the pulls did. */
+async function pullMetrics (node: DemoNode): Promise<string[]> {
+  const text = await (await fetch(`${node.spegel.metricsUrl}/metrics`)).text()
+  return text.split('\n').filter((l) => /^spegel_(mirror_requests_total|served_bytes_total|mirror_peer_bytes_total)\{/.test(l))
+}
+
 async function main (): Promise<number> {
   const skip = containerdSkipReason()
   if (skip !== undefined) {
@@ -99,8 +106,11 @@ async function main (): Promise<number> {
   }
   try {
     say(`spegel-ts demo: 3 nodes on ${HOSTS.join(', ')}, each with its own containerd (${here})`)
+    // Every node shares one pre-shared key, as the Kubernetes install does: only they can join.
+    const pskFile = path.join(workDir, 'router.psk')
+    await generatePskFile(pskFile)
     for (let i = 0; i < HOSTS.length; i++) {
-      nodes.push(await startNode(i, workDir))
+      nodes.push(await startNode(i, workDir, pskFile))
       say(`  ${nodes[i]!.name}: registry http://${HOSTS[i]}:5000, router ${HOSTS[i]}:5001, metrics http://${HOSTS[i]}:9090/metrics, peer ${nodes[i]!.peerId}`)
     }
     for (const node of nodes) await node.spegel.waitReady(60_000)
@@ -118,12 +128,24 @@ async function main (): Promise<number> {
     say(`  node2 found it on a peer ${((performance.now() - importedAt) / 1000).toFixed(2)} s after the import`)
 
     say(`pulling with ctr through the local mirror (upstream https://${REGISTRY} is unreachable):`)
+    const before = await pullMetrics(nodes[1]!)
     await pullOn(nodes[1]!, image, nodes)
     await pullOn(nodes[2]!, image, nodes)
+    say('\nnode2\'s metrics moved with its pull (before -> after):')
+    const after = await pullMetrics(nodes[1]!)
+    for (const line of after) {
+      const name = line.slice(0, line.lastIndexOf(' '))
+      const was = before.find((b) => b.startsWith(`${name} `))?.slice(name.length + 1) ?? '0'
+      say(`  ${name}  ${was} -> ${line.slice(name.length + 1)}`)
+    }
 
-    say('\nThe nodes keep running. Try:')
+    say('\nThe nodes keep running. Open a node\'s live page in a browser (over ssh: ssh -L 9090:127.0.0.2:9090 <this machine>, then http://localhost:9090/debug/web/):')
+    for (const host of HOSTS) say(`  http://${host}:9090/debug/web/`)
+    say('Or try:')
     say(`  curl -s http://${HOSTS[2]}:5000/readyz; curl -sI 'http://${HOSTS[2]}:5000/v2/demo/app/manifests/1.0?ns=${REGISTRY}'`)
     say(`  curl -s http://${HOSTS[1]}:9090/metrics | grep spegel_`)
+    say(`  kill -STOP ${nodes[0]!.containerd.pid ?? '<pid>'}   # freezes node1's containerd: its page turns red within about 15 s, /readyz says why`)
+    say(`  kill -CONT ${nodes[0]!.containerd.pid ?? '<pid>'}   # and back to green, with no restart of the node`)
     say('Press Ctrl-C to stop and clean up.')
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve)
