@@ -78,7 +78,7 @@ async function requireCommand (cmd: string, args: string[], install: string): Pr
 }
 
 // ---------------------------------------------------------------------------------------------
-// docker-registry, as /work/shared/lab/registry-start.sh configures it (access log off here).
+// Debian's docker-registry with filesystem storage in the temp dir, on loopback, access log off.
 
 interface Registry { port: number, child: ChildProcess }
 
@@ -168,7 +168,8 @@ async function registryRun (registry: Registry, image: BuiltImage, mode: Options
     const server = `http://127.0.0.1:${registry.port}`
     const hostsDir = path.join(containerd.configPath, NS)
     await mkdir(hostsDir, { recursive: true })
-    // A [host] entry is needed: ctr 1.6 ignores a hosts.toml with only `server` (lab notes, section 5).
+    // A [host] entry is needed: ctr 1.6 ignores a hosts.toml with only `server` and dials the
+    // registry's own host instead.
     await writeFile(path.join(hostsDir, 'hosts.toml'), `server = "${server}"\n\n[host."${server}"]\n  capabilities = ["pull", "resolve"]\n`)
     return await pullWith(containerd, mode, image)
   } finally {

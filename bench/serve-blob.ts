@@ -157,8 +157,8 @@ async function startNginx (dir: string, root: string): Promise<NginxInstance> {
   await mkdir(path.join(dir, 'tmp'), { recursive: true })
   const port = await freePort('127.0.0.1')
   const errorLog = path.join(dir, 'error.log')
-  // As /work/shared/lab/nginx-start.sh, with two changes: `user root`, because the content store
-  // sits below 0700 temp dirs that nginx's default worker user cannot enter; and `daemon off`, so
+  // A private nginx: sendfile on, two workers, no access log. Also `user root`, because the content
+  // store sits below 0700 temp dirs that nginx's default worker user cannot enter; and `daemon off`, so
   // the master is our child, which we reap (a daemonized master lingers as a zombie here).
   const conf = `user root;
 daemon off;

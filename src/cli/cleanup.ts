@@ -10,7 +10,10 @@ import { describeFailure } from './configuration.js'
 
 export type { CleanupConfig, CleanupWaitConfig } from '../config/index.js'
 
-/** Spegel's values (Appendix A): graceful stop of the probe server, per-request timeout, parallel probes. */
+/**
+ * Spegel's values (pkg/cleanup/cleanup.go): graceful stop of the probe server, per-request
+ * timeout, parallel probes.
+ */
 export const CLEANUP_SHUTDOWN_TIMEOUT_MS = 30_000
 export const PROBE_TIMEOUT_MS = 1_000
 export const PROBE_CONCURRENCY = 10
@@ -24,8 +27,8 @@ export interface CleanupRuntime {
 }
 
 /**
- * Answers 200 to `GET /readyz` and 404 to everything else: the intended behaviour (spec 16);
- * Spegel's HEAD answers 200 to any GET.
+ * Answers 200 to `GET /readyz` and 404 to everything else, as Spegel intends; its
+ * pkg/cleanup/cleanup.go tests with `&&` where it means `||`, so it answers 200 to any GET.
  */
 export function createCleanupProbeServer (): http.Server {
   return http.createServer((req, res) => {
@@ -64,8 +67,9 @@ function addressText (address: AddressInfo): string {
 }
 
 /**
- * `spegel cleanup` (spec 7.1): restores the backed-up containerd configuration, then serves
- * `GET /readyz` on `--addr` until SIGINT/SIGTERM, so that cleanup-wait can tell every node is done.
+ * `spegel cleanup` (uninstall hook, one pod per node): restores the backed-up containerd
+ * configuration, then serves `GET /readyz` on `--addr` until SIGINT/SIGTERM, so that cleanup-wait
+ * can tell every node is done.
  */
 export async function runCleanup (config: CleanupConfig, runtime: CleanupRuntime): Promise<number> {
   const log = runtime.log ?? createLogger({ level: parseLogLevel(config.logLevel) ?? 'info' })
@@ -139,7 +143,10 @@ interface RoundOptions {
   concurrency: number
 }
 
-/** One round (spec 7.2): resolve the name, then every address must answer 200, at most `concurrency` at a time. */
+/**
+ * One round: resolve the name (a headless Service: one address per cleanup pod), then every
+ * address must answer 200, at most `concurrency` at a time.
+ */
 async function probeRound (endpoint: HostPort, signal: AbortSignal, opts: RoundOptions): Promise<number> {
   let ips: string[]
   try {
@@ -203,8 +210,9 @@ export async function waitForCleanup (config: CleanupWaitConfig, log: Logger, si
 }
 
 /**
- * `spegel cleanup-wait` (spec 7.2): blocks until every cleanup pod behind `--probe-endpoint`
- * has answered `GET /readyz` in `--threshold` consecutive rounds. 0 then; 1 when shut down first.
+ * `spegel cleanup-wait` (uninstall hook, one pod): blocks until every cleanup pod behind
+ * `--probe-endpoint` has answered `GET /readyz` in `--threshold` consecutive rounds. 0 then; 1 when
+ * shut down first.
  */
 export async function runCleanupWait (config: CleanupWaitConfig, runtime: CleanupWaitRuntime): Promise<number> {
   const log = runtime.log ?? createLogger({ level: parseLogLevel(config.logLevel) ?? 'info' })

@@ -31,8 +31,9 @@ export function describeFailure (err: unknown, configPath: string): Record<strin
 }
 
 /**
- * `spegel configuration` (spec 1.5, 6): writes containerd's hosts.toml files pointing at the
- * mirror targets, then exits. 0 on success, 1 on failure (logged as `exit with error`).
+ * `spegel configuration` (run by the DaemonSet's init container): writes containerd's hosts.toml
+ * files pointing at the mirror targets, then exits. 0 on success, 1 on failure (logged as
+ * `exit with error`).
  */
 export async function runConfiguration (config: ConfigurationConfig, io: ConfigurationIo = {}): Promise<number> {
   const log = io.log ?? createLogger({ level: parseLogLevel(config.logLevel) ?? 'info' })

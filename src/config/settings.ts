@@ -263,7 +263,7 @@ export const containerdRegistryConfigPath: ScalarSetting<string> = {
 export const MIRROR_TARGETS_FIX = 'set --mirror-targets (env MIRROR_TARGETS) to this node\'s spegel first, e.g. http://10.0.0.7:30020, then any other mirrors'
 
 /**
- * IPv6 targets get brackets (spec 6.7) before they are checked. Spegel brackets only the first
+ * IPv6 targets get brackets (see bracketIPv6Host) before they are checked. Spegel brackets only the first
  * target; any later one needing it would be an invalid URL, so bracketing all changes nothing else.
  */
 function checkMirrorTarget (raw: string): string {

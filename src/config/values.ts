@@ -77,8 +77,8 @@ export function parseNonEmpty (what: string) {
 }
 
 /**
- * Spegel's registry URL rules (configuration subcommand, section 6.1): a wildcard (`_default`
- * or `*`) or an http(s) URL with nothing but scheme, host and port.
+ * Spegel's registry URL rules (pkg/oci/filter.go): a wildcard (`_default` or `*`) or an http(s) URL
+ * with nothing but scheme, host and port.
  */
 export function checkRegistryUrl (s: string): string {
   if (s === '_default' || s === '*') return s

@@ -54,8 +54,9 @@ export interface WrittenHostsFile {
 }
 
 /**
- * hosts.toml content as Spegel's template renders it (spec 6.3), trimmed, without a final newline.
- * `https://docker.io` becomes `https://registry-1.docker.io`, the host containerd must talk to.
+ * hosts.toml content as Spegel's templateHosts (pkg/oci/containerd/mirror.go) renders it, trimmed,
+ * without a final newline. `https://docker.io` becomes `https://registry-1.docker.io`, the host
+ * containerd must talk to.
  */
 export function templateHosts (registry: RegistryUrl, targets: readonly RegistryUrl[], capabilities: readonly string[], authorization?: string): string {
   let server = registry.url === 'https://docker.io' ? 'https://registry-1.docker.io' : registry.url
@@ -166,9 +167,9 @@ async function copyBackupFiles (srcRoot: string, dstRoot: string, dir: string): 
 }
 
 /**
- * Spegel's AddMirrorConfiguration (spec 6.2): back up the config directory once, clear it, and
- * write `<config>/<registry>/hosts.toml` for each mirrored registry. Every file is written
- * atomically. Safe to re-run, and safe to re-run after a crash at any step.
+ * Spegel's AddMirrorConfiguration (pkg/oci/containerd/mirror.go): back up the config directory
+ * once, clear it, and write `<config>/<registry>/hosts.toml` for each mirrored registry. Every file
+ * is written atomically. Safe to re-run, and safe to re-run after a crash at any step.
  *
  * containerd 1.6/1.7 and 2.x read these files the same way, on every pull, without a restart,
  * but only when CRI's registry `config_path` names this directory, which is set in different
@@ -267,11 +268,11 @@ async function removeEmptyLiteralRoot (log: Logger, configPath: string): Promise
 }
 
 /**
- * Spegel's CleanupMirrorConfiguration (spec 7.1): put the backed-up configuration back and
- * remove `_backup`; without a backup, nothing to do (never configured, or already cleaned up).
- * Returns whether a backup was restored. Also completes an interrupted backup or restore.
- * A multi-directory `configPath` is undone in every directory addMirrorConfiguration wrote, and
- * the literal transfer-service directory is removed once empty.
+ * Spegel's CleanupMirrorConfiguration (pkg/oci/containerd/mirror.go): put the backed-up
+ * configuration back and remove `_backup`; without a backup, nothing to do (never configured, or
+ * already cleaned up). Returns whether a backup was restored. Also completes an interrupted backup
+ * or restore. A multi-directory `configPath` is undone in every directory addMirrorConfiguration
+ * wrote, and the literal transfer-service directory is removed once empty.
  */
 export async function cleanupMirrorConfiguration (components: MirrorConfigComponents, configPath: string): Promise<boolean> {
   const { log } = components

@@ -2,7 +2,8 @@ import { TomlDate } from 'smol-toml'
 
 /**
  * A TOML encoder that writes what go-toml v2's `toml.Marshal` writes for a `map[string]any`,
- * which is what Spegel uses to re-serialise existing hosts.toml entries (spec 6.4), so that a
+ * which is what Spegel uses to re-serialise existing hosts.toml entries (existingHosts in
+ * pkg/oci/containerd/mirror.go, for --prepend-existing), so that a
  * prepended file is byte-for-byte the file Spegel writes. Input is smol-toml's output parsed with
  * `integersAsBigInt: true`, so integers (bigint) and floats (number) stay apart as in Go.
  *

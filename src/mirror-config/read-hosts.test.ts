@@ -5,7 +5,8 @@ import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { DEFAULT_HOST_CAPABILITIES, parseHostsToml, readHostsConfigs } from './read-hosts.js'
 
-// Spegel's own output (spec 6.3): single-quoted keys and literal strings, header sub-table.
+// Spegel's own output (templateHosts in pkg/oci/containerd/mirror.go): single-quoted keys and
+// literal strings, header sub-table.
 const SPEGEL_DOCKER_IO = `server = 'https://registry-1.docker.io'
 
 [host.'http://127.0.0.1:5000']

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { bracketIPv6Host, parseRegistryUrl, parseRegistryUrls, registryUrlProblems, WILDCARD_REGISTRY } from './index.js'
 
-describe('bracketIPv6Host (spec 6.7)', () => {
+describe('bracketIPv6Host, as Spegel\'s EncapsulateIPv6Host', () => {
   const cases: Array<[string, string]> = [
     ['http://fc00:f853:ccd:e793::2:30020', 'http://[fc00:f853:ccd:e793::2]:30020'],
     ['http://[fc00:f853:ccd:e793::2]:30020', 'http://[fc00:f853:ccd:e793::2]:30020'],

@@ -27,9 +27,9 @@ function isValidAuthority (authority: string): boolean {
 }
 
 /**
- * Why `s` is not a usable registry or mirror URL (spec 6.1), empty when it is: http or https,
- * a host, and no user, path, query or fragment. A lone trailing `/` is accepted (and dropped),
- * unlike Spegel, because the registry subcommand's parser accepts it too.
+ * Why `s` is not a usable registry or mirror URL (Spegel's pkg/oci/filter.go rules), empty when it
+ * is: http or https, a host, and no user, path, query or fragment. A lone trailing `/` is accepted
+ * (and dropped), unlike Spegel, because the registry subcommand's parser accepts it too.
  */
 export function registryUrlProblems (s: string): string[] {
   const m = URL_PARTS.exec(s)
@@ -82,10 +82,10 @@ export function parseRegistryUrls (values: readonly string[], allowWildcard: boo
 }
 
 /**
- * Spegel's IPv6 bracketing (spec 6.7): when the text after `://` up to the next `/` has two or
- * more `:` and no `[`, everything before the last `:` is the address and gets brackets
- * (`http://fd00::2:30020` → `http://[fd00::2]:30020`). Assumes a port is present: that is the
- * form the Helm chart builds from the node IP. Other text is returned unchanged.
+ * Spegel's IPv6 bracketing (EncapsulateIPv6Host in pkg/httpx/url.go): when the text after `://` up
+ * to the next `/` has two or more `:` and no `[`, everything before the last `:` is the address and
+ * gets brackets (`http://fd00::2:30020` → `http://[fd00::2]:30020`). Assumes a port is present:
+ * that is the form the Helm chart builds from the node IP. Other text is returned unchanged.
  */
 export function bracketIPv6Host (s: string): string {
   const sep = s.indexOf('://')

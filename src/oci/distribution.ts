@@ -40,9 +40,9 @@ function unsupportedKind (segments: readonly string[]): string | undefined {
 }
 
 /**
- * Parses a `/v2/` request path (13.3) into what to serve. Unlike Spegel, every failure is
- * a 4xx OCI error instead of an empty 404, and the path is matched segment by segment from
- * the end (`<name>/<manifests|blobs>/<reference>`), so a name containing `manifests` or
+ * Parses a `/v2/` request path into what to serve. Unlike Spegel (pkg/oci/distribution.go), every
+ * failure is a 4xx OCI error instead of an empty 404, and the path is matched segment by segment
+ * from the end (`<name>/<manifests|blobs>/<reference>`), so a name containing `manifests` or
  * `blobs` is not ambiguous.
  *
  * Anything under `/v2/` that is not a manifest, blob or known-unsupported endpoint is

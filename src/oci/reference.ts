@@ -143,8 +143,9 @@ function parse (s: string, options: ParseImageReferenceOptions): ImageReference 
 }
 
 /**
- * Parses `[registry/]repository[:tag][@digest]` (spec 13.1). Errors are plain Errors with the
- * message `could not parse image <input>: <reason>`, keeping the underlying error as `cause`.
+ * Parses `[registry/]repository[:tag][@digest]` as Spegel's pkg/oci/image.go does. Errors are plain
+ * Errors with the message `could not parse image <input>: <reason>`, keeping the underlying error
+ * as `cause`.
  */
 export function parseImageReference (s: string, options: ParseImageReferenceOptions = {}): ImageReference {
   try {

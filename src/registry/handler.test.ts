@@ -272,7 +272,8 @@ describe('registry handler: routes', () => {
     assert.equal(sha256(res.body), h.big.digest)
   })
 
-  // field-notes D.6 on a 2048-byte blob.
+  // The Range cases of the OCI distribution-spec conformance suite (which needs push to run
+  // them), on a 2048-byte blob.
   for (const [range, start, end] of [
     ['bytes=500-1499', 500, 1499],
     ['bytes=500-', 500, 2047],
@@ -294,7 +295,7 @@ describe('registry handler: routes', () => {
     })
   }
 
-  // spec 13.4 vectors on a 1000-byte blob.
+  // The vectors of Spegel's pkg/httpx/range_test.go, on a 1000-byte blob.
   for (const [range, start, end] of [
     ['bytes=0-0', 0, 0], ['bytes=0-9', 0, 9], ['bytes=500-', 500, 999], ['bytes=-500', 500, 999],
     ['bytes=-1000', 0, 999], ['bytes=900-1500', 900, 999], ['bytes=-1', 999, 999], ['bytes=0-', 0, 999]
@@ -468,7 +469,7 @@ describe('registry handler: filters', () => {
 })
 
 describe('registry handler: basic auth', () => {
-  // spec 2.3 / 2.12 vectors.
+  // Spegel's TestBasicAuth cases (pkg/registry/registry_test.go) and its 401 body, byte for byte.
   const UNAUTHORIZED = '{"errors":[{"code":"UNAUTHORIZED","message":"invalid credentials"}]}'
   let h: Harness
   let userOnly: Harness

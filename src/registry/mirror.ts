@@ -20,7 +20,7 @@ import {
 import { BadPeers, PeerLoad } from './peer-health.js'
 import { PeerPool, RaceError, hedgedRace, type RaceResult } from './peer-race.js'
 
-/** Spegel's bound on a whole HEAD or manifest mirror operation (spec 2.10.1). */
+/** Spegel's bound on a whole HEAD or manifest mirror operation; blob GETs have none (pkg/registry/registry.go). */
 export const DEFAULT_MANIFEST_DEADLINE_MS = 3000
 /** Spegel's floor for how long attempts in flight may take to answer: `max(2 × p90, 100 ms)`. */
 export const DEFAULT_INFLIGHT_TIMEOUT_MIN_MS = 100
@@ -70,13 +70,13 @@ interface Fetched {
 }
 
 /**
- * Serves content this node lacks from the peers that hold it (spec 2.10): a hedged race for
- * the headers, then the body streamed to the client with backpressure. A blob stream that
- * breaks resumes with a Range request on the same or another peer without re-sending
- * headers; a whole blob is hashed as it streams, and its last byte is held back until the
- * hash checks out, so a corrupt transfer ends as a broken response and never as a complete
- * one. Manifests are small: they are read whole and verified before anything is sent, so a
- * corrupt peer is just a failed attempt.
+ * Serves content this node lacks from the peers that hold it (Spegel's pkg/registry/registry.go): a
+ * hedged race for the headers, then the body streamed to the client with backpressure. A blob
+ * stream that breaks resumes with a Range request on the same or another peer without re-sending
+ * headers; a whole blob is hashed as it streams, and its last byte is held back until the hash
+ * checks out, so a corrupt transfer ends as a broken response and never as a complete one.
+ * Manifests are small: they are read whole and verified before anything is sent, so a corrupt peer
+ * is just a failed attempt.
  *
  * Resolves true when it served the content, false when it answered with an error (the
  * registry handler counts the two as `hit` and `miss`). Every error response carries an
@@ -292,7 +292,7 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
         // Every byte is in; whatever went wrong after the last one changes nothing.
         if (offset > target.end) break
         // The peer stays in the pool: its usage count already sends the resume elsewhere when
-        // another peer is left, and a lone flaky peer is still worth asking again (spec 2.10.7).
+        // another peer is left, and a lone flaky peer is still worth asking again, as in Spegel.
         if (offset === before) {
           if (++stalls >= MAX_STALLED_RESUMES) return giveUp(err)
         } else {
@@ -336,7 +336,10 @@ function requestContent (request: DistributionRequest): PeerRequest['content'] {
   }
 }
 
-/** Headers from the peer's descriptor only; nothing else the peer sent is passed on (spec 2.10.6). */
+/**
+ * Headers from the peer's descriptor only; nothing else the peer sent (not even OCI-Namespace) is
+ * passed on, as in Spegel.
+ */
 function responseHeaders (request: DistributionRequest, response: PeerResponse): OutgoingHttpHeaders {
   const headers: OutgoingHttpHeaders = {
     'Content-Type': response.descriptor.mediaType,

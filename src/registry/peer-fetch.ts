@@ -102,11 +102,10 @@ export interface PeerResponse {
 }
 
 /**
- * Asks one peer for content (spec 2.10.5), with the loop guard so the peer serves only what
- * it holds. Resolves once the headers are in and check out; the body is the caller's to
- * consume or destroy. Everything a peer sends is validated here (13.6): a peer that answers
- * with the wrong digest, a range other than the one asked for or an unusable size is a
- * failure, never something passed on to containerd.
+ * Asks one peer for content, with the loop guard so the peer serves only what it holds. Resolves
+ * once the headers are in and check out; the body is the caller's to consume or destroy. Everything
+ * a peer sends is validated here: a peer that answers with the wrong digest, a range other than the
+ * one asked for or an unusable size is a failure, never something passed on to containerd.
  */
 export async function fetchFromPeer (peer: Peer, req: PeerRequest, options: PeerFetchOptions): Promise<PeerResponse> {
   const url = `http://${peer.registryAddress}${distributionRequestPath(req.content)}`

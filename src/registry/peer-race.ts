@@ -16,10 +16,10 @@ export interface PeerPoolInit {
 }
 
 /**
- * The peers that may serve one request (Spegel's peer iterator, spec 12.4), filled by a
- * lookup and shared by the first race and every resume race of that request. A peer is
- * acquired while a request to it is in flight, so one race never sends two at once to it;
- * a failed peer is removed for the rest of the request.
+ * The peers that may serve one request (Spegel's peer iterator, pkg/routing/iterator.go), filled by
+ * a lookup and shared by the first race and every resume race of that request. A peer is acquired
+ * while a request to it is in flight, so one race never sends two at once to it; a failed peer is
+ * removed for the rest of the request.
  */
 export class PeerPool {
   readonly #entries = new Map<string, PoolEntry>()
@@ -160,11 +160,11 @@ export interface RaceResult<T> {
 type Settled<T> = { isOk: true, peer: Peer, value: T, latencyMs: number } | { isOk: false, peer: Peer, err: unknown }
 
 /**
- * Spegel's hedged race (spec 2.10.3): one attempt at once, another whenever an attempt fails
- * or a hedge delay (hedger percentiles) passes, at most `hedger.size` extra, never two at a
- * time to one peer. The first success wins and the others are aborted. Ends with a RaceError
- * when no peer is left, the budget is spent, no peer turns up within the idle timeout, or the
- * attempts in flight outlive their bound.
+ * Spegel's hedged race (pkg/registry/registry.go): one attempt at once, another whenever an attempt
+ * fails or a hedge delay (hedger percentiles) passes, at most `hedger.size` extra, never two at a
+ * time to one peer. The first success wins and the others are aborted. Ends with a RaceError when
+ * no peer is left, the budget is spent, no peer turns up within the idle timeout, or the attempts
+ * in flight outlive their bound.
  */
 export async function hedgedRace<T> (init: RaceInit<T>): Promise<RaceResult<T>> {
   const { pool, hedger, signal, key } = init

@@ -15,7 +15,7 @@ export interface BackoffInit {
 
 /**
  * Delay before retry number `attempt` (1-based): `initialMs × 2^(attempt−1)` capped at
- * `maxMs` (Spegel's exponential backoff, spec 12.5: 10, 20, 40, 80, 140 ms for 10/140),
+ * `maxMs` (Spegel's BackoffDelay in internal/resilient/retry.go: 10, 20, 40, 80, 140 ms for 10/140),
  * then reduced by up to `jitter` of itself at random.
  */
 export function backoffDelayMs (attempt: number, init: BackoffInit): number {

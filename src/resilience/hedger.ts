@@ -1,4 +1,4 @@
-/** Spegel's hedge percentiles (spec 12.1): a new attempt at p80, p85 and p90 of past latencies. */
+/** Spegel's hedge percentiles (pkg/registry/registry.go): a new attempt at p80, p85 and p90 of past latencies. */
 export const DEFAULT_HEDGE_PERCENTILES: readonly number[] = Object.freeze([80, 85, 90])
 /** Hedge delay while nothing has been observed yet. */
 export const DEFAULT_HEDGE_INITIAL_MS = 50

@@ -23,8 +23,9 @@ export interface StoreConformanceContext {
 const DEFAULT_NOT_FOUND_REF = 'example.com/spegel-conformance/not-found:never'
 
 /**
- * Registers the Store contract (spec 14.1) as node:test suites. `name` is also the
- * `store.name` every implementation must report. `setup` runs once for the suite.
+ * Registers the Store contract (Spegel's pkg/store/storetest/conformance.go) as node:test suites.
+ * `name` is also the `store.name` every implementation must report. `setup` runs once for the
+ * suite.
  */
 export function storeConformance (name: string, setup: () => Promise<StoreConformanceContext>, options: { label?: string } = {}): void {
   describe(`store conformance: ${options.label ?? name}`, () => {

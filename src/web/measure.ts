@@ -41,11 +41,12 @@ export class MeasureInputError extends Error {
 }
 
 /**
- * What section 10.3 of Spegel's debug page does, for one image reference: which peers hold it
- * and how long a pull through this node takes, item by item (manifest, the platform manifest
- * of an index, config, layers). The pull goes through this node's own registry without the
- * mirrored header, exactly as containerd's would, so local content is read from disk and the
- * rest is relayed from peers. Bodies are hashed and discarded, never buffered beyond a manifest.
+ * What the measure view of Spegel's debug page (pkg/web/web.go) does, for one image reference:
+ * which peers hold it and how long a pull through this node takes, item by item (manifest, the
+ * platform manifest of an index, config, layers). The pull goes through this node's own registry
+ * without the mirrored header, exactly as containerd's would, so local content is read from disk
+ * and the rest is relayed from peers. Bodies are hashed and discarded, never buffered beyond a
+ * manifest.
  */
 export async function measureImage (components: MeasureComponents, input: string, options: { signal?: AbortSignal } = {}): Promise<MeasureResult> {
   const text = input.trim()

@@ -16,6 +16,7 @@ import {
   registrySettings, type CleanupConfig, type CleanupWaitConfig, type ConfigurationConfig,
   type DoctorConfig, type RegistryConfig
 } from '../../src/config/index.js'
+import { literalRootTop, mirrorWriteRoots } from '../../src/mirror-config/index.js'
 import {
   FIELD_VALUES, KUBERNETES_DIR, REPO_ROOT, expand, findKustomize, parseManifests, podTemplate, processOf,
   render, validateObject, type Container, type K8sObject, type Kustomize, type PodSpec, type Volume
@@ -62,6 +63,18 @@ const PATHS: Record<Distro, { sock: string, content: string, config: string, cer
 }
 const DISTROS = Object.keys(PATHS).filter((d): d is Exclude<Distro, 'default'> => d !== 'default')
 
+/** components/multi-dir-config-path: containerd's config_path as a list (containerd 2.2's default, EKS AL2023). */
+const MULTI_DIR = 'multi-dir-config-path'
+const MULTI_DIR_CONFIG_PATH = '/etc/containerd/certs.d:/etc/docker/certs.d'
+/** Where the literal directory `/etc/containerd/certs.d:/etc/docker/certs.d` lives: a sibling of certs.d. */
+const MULTI_DIR_MOUNT = '/etc/containerd'
+/**
+ * Components for containerd's own default paths only. The overlays' distributions write a
+ * single-directory config_path themselves (k3s, RKE2 and MicroK8s in their config templates,
+ * k0s in the drop-in docs/kubernetes.md prescribes), so these are not rendered on overlays.
+ */
+const DEFAULT_LAYOUT_ONLY = new Set([MULTI_DIR])
+
 // ---------------------------------------------------------------------------------------------
 // What gets rendered
 
@@ -71,8 +84,15 @@ interface Variant {
   uninstall: boolean
   /** An existing kustomization directory... */
   dir?: string
-  /** ...or one generated in a temporary directory from these (paths relative to deploy/kubernetes). */
+  /**
+   * ...or one generated in a temporary directory from these: paths relative to
+   * deploy/kubernetes, or `variant:<name>` for the directory generated for another variant.
+   */
   generated?: { resources: string[], components: string[], namespace?: string, files?: Record<string, string> }
+  /** The config path `configuration` writes and `cleanup` restores, when not the distribution's certs.d. */
+  configPath?: string
+  /** For an uninstall: the variant holding the install it undoes. */
+  install?: string
 }
 
 function kustomizationDirs (parent: string): string[] {
@@ -90,25 +110,39 @@ const INSTALL_COMPONENTS = COMPONENTS.filter((c) => c !== 'uninstall')
 function variants (): Variant[] {
   const list: Variant[] = [{ name: 'default', distro: 'default', uninstall: false, dir: KUBERNETES_DIR }]
   for (const d of DISTROS) list.push({ name: `overlays/${d}`, distro: d, uninstall: false, dir: path.join(KUBERNETES_DIR, 'overlays', d) })
-  list.push({ name: 'uninstall', distro: 'default', uninstall: true, dir: path.join(KUBERNETES_DIR, 'uninstall') })
-  for (const d of DISTROS) list.push({ name: `uninstall/${d}`, distro: d, uninstall: true, dir: path.join(KUBERNETES_DIR, 'uninstall', d) })
+  list.push({ name: 'uninstall', distro: 'default', uninstall: true, dir: path.join(KUBERNETES_DIR, 'uninstall'), install: 'default' })
+  for (const d of DISTROS) list.push({ name: `uninstall/${d}`, distro: d, uninstall: true, dir: path.join(KUBERNETES_DIR, 'uninstall', d), install: `overlays/${d}` })
+  const configPathWith = (components: readonly string[]): string | undefined => components.includes(`components/${MULTI_DIR}`) ? MULTI_DIR_CONFIG_PATH : undefined
   for (const c of INSTALL_COMPONENTS) {
-    list.push({ name: `default + components/${c}`, distro: 'default', uninstall: false, generated: { resources: ['.'], components: [`components/${c}`] } })
+    const components = [`components/${c}`]
+    list.push({ name: `default + components/${c}`, distro: 'default', uninstall: false, generated: { resources: ['.'], components }, configPath: configPathWith(components) })
   }
   const all = INSTALL_COMPONENTS.map((c) => `components/${c}`)
-  list.push({ name: 'default + every component', distro: 'default', uninstall: false, generated: { resources: ['.'], components: all } })
-  list.push({ name: 'default + every component, uninstalled', distro: 'default', uninstall: true, generated: { resources: ['.'], components: [...all, 'components/uninstall'] } })
+  const allButDefaultLayoutOnly = INSTALL_COMPONENTS.filter((c) => !DEFAULT_LAYOUT_ONLY.has(c)).map((c) => `components/${c}`)
+  list.push({ name: 'default + every component', distro: 'default', uninstall: false, generated: { resources: ['.'], components: all }, configPath: configPathWith(all) })
+  list.push({ name: 'default + every component, uninstalled', distro: 'default', uninstall: true, generated: { resources: ['.'], components: [...all, 'components/uninstall'] }, configPath: configPathWith(all), install: 'default + every component' })
+  // The multi-directory config path: the uninstall after the component, before it (it then
+  // patches the cleanup), and as the docs tell users to build it (their install as a resource).
+  const multi = `components/${MULTI_DIR}`
+  list.push({ name: `default + ${multi}, uninstalled`, distro: 'default', uninstall: true, generated: { resources: ['.'], components: [multi, 'components/uninstall'] }, configPath: MULTI_DIR_CONFIG_PATH, install: `default + ${multi}` })
+  list.push({ name: `default + ${multi} after components/uninstall`, distro: 'default', uninstall: true, generated: { resources: ['.'], components: ['components/uninstall', multi] }, configPath: MULTI_DIR_CONFIG_PATH, install: `default + ${multi}` })
+  list.push({ name: `uninstall of a kustomization with ${multi}`, distro: 'default', uninstall: true, generated: { resources: [`variant:default + ${multi}`], components: ['components/uninstall'] }, configPath: MULTI_DIR_CONFIG_PATH, install: `default + ${multi}` })
   // The names that embed the namespace follow a `namespace:` of the user's kustomization.
   list.push({ name: 'default in namespace mirror', distro: 'default', uninstall: false, generated: { resources: ['.'], components: [], namespace: 'mirror' } })
   list.push({ name: 'uninstall in namespace mirror', distro: 'default', uninstall: true, generated: { resources: ['uninstall'], components: [], namespace: 'mirror' } })
-  list.push({ name: 'overlays/k3s + every component', distro: 'k3s', uninstall: false, generated: { resources: ['overlays/k3s'], components: all } })
-  list.push({ name: 'overlays/microk8s + every component, uninstalled', distro: 'microk8s', uninstall: true, generated: { resources: ['overlays/microk8s'], components: [...all, 'components/uninstall'] } })
+  list.push({ name: 'overlays/k3s + every component', distro: 'k3s', uninstall: false, generated: { resources: ['overlays/k3s'], components: allButDefaultLayoutOnly } })
+  list.push({ name: 'overlays/microk8s + every component, uninstalled', distro: 'microk8s', uninstall: true, generated: { resources: ['overlays/microk8s'], components: [...allButDefaultLayoutOnly, 'components/uninstall'] } })
   return list
 }
 
-async function writeKustomization (dir: string, spec: NonNullable<Variant['generated']>): Promise<void> {
+/** The directory a generated variant is written to. */
+function variantDir (tmp: string, name: string): string {
+  return path.join(tmp, name.replace(/[^a-z0-9]+/gi, '-'))
+}
+
+async function writeKustomization (dir: string, spec: NonNullable<Variant['generated']>, tmp: string): Promise<void> {
   await mkdir(dir, { recursive: true })
-  const rel = (p: string): string => path.relative(dir, path.join(KUBERNETES_DIR, p)) || '.'
+  const rel = (p: string): string => path.relative(dir, p.startsWith('variant:') ? variantDir(tmp, p.slice('variant:'.length)) : path.join(KUBERNETES_DIR, p)) || '.'
   const lines = [
     'apiVersion: kustomize.config.k8s.io/v1beta1',
     'kind: Kustomization',

@@ -138,7 +138,7 @@ class PrivateContainerd implements ContainerdInstance {
   async writeConfig (discardUnpackedLayers: boolean): Promise<void> {
     const d = this.dir
     for (const sub of ['root', 'state', 'certs.d', 'opt', 'cni']) await mkdir(path.join(d, sub), { recursive: true })
-    // Mirrors the lab's ctrd-start.sh: everything under the temp dir, no TCP stream server port
+    // A private instance: everything under the temp dir, no CRI stream server port
     // clash between instances (port "0"), and unused snapshotters off so they do not log errors.
     const toml = `version = 2
 root = ${q(path.join(d, 'root'))}

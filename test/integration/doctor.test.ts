@@ -97,7 +97,7 @@ describe('doctor against a healthy containerd', { skip }, () => {
     // Discovered through introspection, and cross-checked against an image's blob on disk.
     assert.match(byId(checks, 'content-path').detail, new RegExp(`^${c.contentPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(discovered from containerd\\) is readable and holds`))
     assert.match(byId(checks, 'hosts-config').detail, /mirrors docker\.io through this node on port 5000/)
-    // The lab's containerd is 1.6: older than 2.1 is a warning, not a failure.
+    // Debian 12's containerd, which these tests use, is 1.6: older than 2.1 is a warning, not a failure.
     assert.match(byId(checks, 'containerd-version').detail, /^containerd \d+\.\d+/)
   })
 

@@ -18,7 +18,8 @@ function readOptional (path: string): Buffer | undefined {
   try {
     return readFileSync(path)
   } catch (err) {
-    // Every file is optional (spec 3.10); only a file that exists but cannot be read is an error.
+    // Every file is optional, as in Spegel's LoadCerts (pkg/httpx/certificate.go); only a file
+    // that exists but cannot be read is an error.
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw err
   }

@@ -1,4 +1,7 @@
-/** Spegel keeps only the first few bootstrap candidates so every node dials the same small set (spec 3.10). */
+/**
+ * Spegel keeps only the first few bootstrap candidates so every node dials the same small set
+ * (pkg/routing/libp2p/bootstrap.go).
+ */
 export const MAX_BOOTSTRAP_PEERS = 3
 
 /**

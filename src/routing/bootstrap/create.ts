@@ -15,8 +15,8 @@ export interface BootstrapComponents {
 }
 
 /**
- * Builds the bootstrapper --bootstrap-kind names (spec 1.6 step 6: certificates are loaded here,
- * so a bad cert dir stops startup). Throws ConfigError naming the flag at fault.
+ * Builds the bootstrapper --bootstrap-kind names. Certificates are loaded here, as Spegel does,
+ * so a bad cert dir stops startup. Throws ConfigError naming the flag at fault.
  */
 export function createBootstrapper (config: BootstrapConfig, components: BootstrapComponents = {}): Bootstrapper {
   const kind: string = config.bootstrapKind

@@ -12,9 +12,9 @@ export interface SelfInfo {
 }
 
 /**
- * Finds peers to join the cluster through (spec 3.10). `discover` may be called many times
- * (with backoff by the router); `serve` runs for the life of the node when the kind needs
- * to answer others (the http kind's `/id`).
+ * Finds peers to join the cluster through (Spegel's Bootstrapper, pkg/routing/libp2p/bootstrap.go).
+ * `discover` may be called many times (with backoff by the router); `serve` runs for the life of
+ * the node when the kind needs to answer others (the http kind's `/id`).
  */
 export interface Bootstrapper {
   readonly kind: 'dns' | 'http' | 'static'

@@ -12,15 +12,18 @@ export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5_000
 
 /**
  * A record not heard of (directly or through others) for this long is dropped. Four missed
- * heartbeats: one lost or delayed beat on a busy node must not drop a live peer, and the issue
- * bounds the disappearance of a dead node at 30 s.
+ * heartbeats: one lost or delayed beat on a busy node must not drop a live peer, and a dead
+ * node is still gone within 30 s.
  */
 export const DEFAULT_EXPIRY_MS = 20_000
 
-/** Connections this node tries to keep; several peers, not one hub (a lab run with one hub left it deaf). */
+/**
+ * Connections this node tries to keep; several peers, not one hub, which would be the busiest node
+ * and the first to lose streams under load.
+ */
 export const DEFAULT_TARGET_PEERS = 6
 
-/** Bootstrap retry backoff: Spegel's 50 ms doubling to 10 s (spec 3.7), with jitter. */
+/** Bootstrap retry backoff: Spegel's 50 ms doubling to 10 s (pkg/routing/libp2p/libp2p.go), with jitter. */
 export const BOOTSTRAP_BACKOFF_INITIAL_MS = 50
 export const BOOTSTRAP_BACKOFF_MAX_MS = 10_000
 
@@ -66,7 +69,7 @@ export const TOMBSTONE_MIN_TTL_MS = 60_000
 /** Wait for goodbyes to be written before closing connections on stop. */
 export const GOODBYE_FLUSH_TIMEOUT_MS = 2_000
 
-/** libp2p settings the lab found necessary on a LAN (see the lab notes on gossip). */
+/** Raised from libp2p's defaults (5 inbound/s per IP, 10 pending), which refuse a cluster that starts at once. */
 export const INBOUND_CONNECTION_THRESHOLD = 1000
 export const MAX_INCOMING_PENDING_CONNECTIONS = 100
 

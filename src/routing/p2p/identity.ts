@@ -10,10 +10,10 @@ import { PRIVATE_KEY_FILENAME } from './constants.js'
 const PEM_LABEL = /^-----BEGIN PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]+-----END PRIVATE KEY-----\s*$/
 
 /**
- * This node's libp2p identity (spec 3.9): with a data directory, the Ed25519 key in
- * `<dataDir>/private.key` (PEM `PRIVATE KEY`, PKCS#8), created on first start, so a restart keeps
- * the peer id; without one, a fresh key per start. A key file that is not an Ed25519 PKCS#8 PEM
- * stops startup with a ConfigError naming the file.
+ * This node's libp2p identity, as Spegel's pkg/routing/libp2p/libp2p.go keeps it: with a data
+ * directory, the Ed25519 key in `<dataDir>/private.key` (PEM `PRIVATE KEY`, PKCS#8), created on
+ * first start, so a restart keeps the peer id; without one, a fresh key per start. A key file that
+ * is not an Ed25519 PKCS#8 PEM stops startup with a ConfigError naming the file.
  */
 export async function loadOrCreatePrivateKey (dataDir: string, log: Logger): Promise<PrivateKey> {
   if (dataDir === '') return await generateKeyPair('Ed25519')

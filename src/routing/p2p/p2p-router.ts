@@ -159,7 +159,7 @@ export async function createP2PRouter (components: P2PRouterComponents, init: P2
       inboundConnectionThreshold: INBOUND_CONNECTION_THRESHOLD,
       maxIncomingPendingConnections: MAX_INCOMING_PENDING_CONNECTIONS
     },
-    // A busy event loop misses pings; aborting then cut live connections in the lab.
+    // A busy event loop misses pings; aborting on a missed ping would cut live connections under load.
     connectionMonitor: { abortConnectionOnPingFailure: false },
     services: { identify: identify(), ping: ping() }
   })
