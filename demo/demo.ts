@@ -45,7 +45,7 @@ async function startNode (index: number, workDir: string, pskFile: string): Prom
     contentPath: containerd.contentPath,
     logLevel: 'DEBUG',
     bootstrapArgs: ['--bootstrap-kind', 'http', '--http-bootstrap-addr', `${host}:5002`, '--http-bootstrap-url', BOOTSTRAP_URL],
-    extraArgs: ['--data-dir', dataDir, '--router-secret-path', pskFile, '--containerd-config', containerd.configFile]
+    extraArgs: ['--data-dir', dataDir, '--router-secret-path', pskFile, '--containerd-config', containerd.configFile, '--containerd-registry-config-path', containerd.configPath]
   })
   const running = await spegel.waitForLog((l) => l.msg === 'running spegel', 'running spegel')
   // Point this containerd at its own node, exactly as the DaemonSet's init container does.

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, it } from 'node:test'
 import { Registry } from 'prom-client'
@@ -43,5 +46,28 @@ describe('the running node checks containerd\'s configuration', () => {
     await check.refresh('v2.2.2')
     assert.deepEqual(check.warnings().map((w) => [w.id, w.severity]), [['containerd-config-unreadable', 'info']])
     assert.deepEqual(check.readyzNotes(), [])
+  })
+
+  it('believes the no-restart workaround only when the literal directory really holds hosts.toml', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'spg-cfgcheck-'))
+    try {
+      const list = `${dir}/certs.d:${dir}/docker-certs.d`
+      const file = path.join(dir, 'config.toml')
+      await writeFile(file, `version = 3\n[plugins."io.containerd.cri.v1.images".registry]\n  config_path = '${list}'\n`)
+      const check = new ContainerdConfigCheck({ log: new LogCapture().log, registry: new Registry() }, { file, mirrorConfigPath: list })
+      await check.refresh('v2.2.2')
+      const [missing] = check.warnings()
+      assert.equal(missing?.id, 'containerd-config:transfer-multi-dir-config-path')
+      assert.equal(missing?.severity, 'error', 'configured for the workaround, but nothing was written')
+      assert.match(missing?.message ?? '', /holds no hosts\.toml/)
+
+      await mkdir(path.join(list, '_default'), { recursive: true })
+      await writeFile(path.join(list, '_default', 'hosts.toml'), 'server = "https://registry-1.docker.io"\n')
+      await check.refresh('v2.2.2')
+      assert.deepEqual(check.warnings().map((w) => [w.id, w.severity]), [['containerd-config:transfer-multi-dir-config-path', 'warning']])
+      assert.deepEqual(check.readyzNotes(), [], 'a warning does not go into /readyz')
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 })

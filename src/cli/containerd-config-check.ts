@@ -1,11 +1,15 @@
+import { readdir, stat } from 'node:fs/promises'
+import path from 'node:path'
 import { Gauge, type Registry } from 'prom-client'
-import { analyzeContainerdConfigFile, type ContainerdConfigFinding, type FindingId } from '../mirror-config/index.js'
+import { HOSTS_FILE, analyzeContainerdConfigFile, type ContainerdConfigFinding, type FindingId } from '../mirror-config/index.js'
 import type { Logger } from '../observability/logger.js'
 import type { NodeWarning } from '../web/status.js'
 
 export interface ContainerdConfigCheckInit {
   /** `--containerd-config`: containerd's main config file as mounted in this node. */
   file: string
+  /** `--containerd-registry-config-path`: where `spegel configuration` writes on this node. */
+  mirrorConfigPath?: string
 }
 
 /**
@@ -19,6 +23,7 @@ export interface ContainerdConfigCheckInit {
 export class ContainerdConfigCheck {
   readonly #log: Logger
   readonly #file: string
+  readonly #mirrorConfigPath: string | undefined
   readonly #gauge: Gauge<'id' | 'severity'>
   #findings: ContainerdConfigFinding[] = []
   #unreadable: string | undefined
@@ -28,6 +33,7 @@ export class ContainerdConfigCheck {
   constructor (components: { log: Logger, registry: Registry }, init: ContainerdConfigCheckInit) {
     this.#log = components.log.child({ component: 'containerd-config' })
     this.#file = init.file
+    this.#mirrorConfigPath = init.mirrorConfigPath
     this.#gauge = new Gauge({
       name: 'spegel_containerd_config_problem',
       help: 'containerd configuration problems found on this node that keep pulls from reaching the mirror (1 per problem; ids are listed in docs/containerd-2.md).',
@@ -78,8 +84,12 @@ export class ContainerdConfigCheck {
   }
 
   async #analyse (version: string | undefined): Promise<void> {
-    const report = await analyzeContainerdConfigFile({ file: this.#file, ...(version === undefined ? {} : { version }) })
-    const findings = report.analysis?.findings ?? []
+    const report = await analyzeContainerdConfigFile({
+      file: this.#file,
+      ...(version === undefined ? {} : { version }),
+      ...(this.#mirrorConfigPath === undefined ? {} : { mirrorConfigPath: this.#mirrorConfigPath })
+    })
+    const findings = await Promise.all((report.analysis?.findings ?? []).map(async (f) => await this.#confirmWorkaround(f)))
     this.#unreadable = report.analysis === undefined ? report.files.error ?? report.files.state : undefined
     this.#findings = findings
     this.#gauge.reset()
@@ -100,6 +110,40 @@ export class ContainerdConfigCheck {
       this.#log.info({ event: 'containerd_config_unreadable', file: this.#file, reason: this.#unreadable }, 'cannot read containerd\'s configuration; pull-path checks are off')
     }
   }
+
+  /**
+   * The analysis lowers the transfer-service trap to a warning when spegel is configured to
+   * write the literal multi-directory path the transfer service reads; only files really there
+   * make that true (the init container may have failed, or written elsewhere), so look.
+   */
+  async #confirmWorkaround (finding: ContainerdConfigFinding): Promise<ContainerdConfigFinding> {
+    const literal = finding.details?.literalDir
+    if (finding.id !== 'transfer-multi-dir-config-path' || finding.severity !== 'warning' || literal === undefined) return finding
+    if (await holdsHostsFile(literal)) return finding
+    return {
+      ...finding,
+      severity: 'error',
+      message: `${finding.message}; but ${literal} holds no ${HOSTS_FILE} here, so the transfer service still finds none (did \`spegel configuration\` run with the same list, and is that path mounted into this pod?)`
+    }
+  }
+}
+
+/** True when `dir/<any registry>/hosts.toml` exists. */
+async function holdsHostsFile (dir: string): Promise<boolean> {
+  let entries: string[]
+  try {
+    entries = await readdir(dir)
+  } catch {
+    return false
+  }
+  for (const entry of entries) {
+    try {
+      if ((await stat(path.join(dir, entry, HOSTS_FILE))).isFile()) return true
+    } catch {
+      // not a registry directory
+    }
+  }
+  return false
 }
 
 function firstSentence (text: string): string {

@@ -73,7 +73,8 @@ const REGISTRY_FLAGS: Array<[flag: string, env: string, raw: string, field: keyo
   ['--http-bootstrap-cert-dir', 'HTTP_BOOTSTRAP_CERT_DIR', '/etc/spegel/tls', 'httpBootstrapCertDir', '/etc/spegel/tls'],
   ['--static-bootstrap-peers', 'STATIC_BOOTSTRAP_PEERS', PEER_A, 'staticBootstrapPeers', [PEER_A]],
   ['--router-secret-path', 'ROUTER_SECRET_PATH', '/etc/spegel/secret', 'routerSecretPath', '/etc/spegel/secret'],
-  ['--containerd-config', 'CONTAINERD_CONFIG', '/host/etc/containerd/config.toml', 'containerdConfig', '/host/etc/containerd/config.toml']
+  ['--containerd-config', 'CONTAINERD_CONFIG', '/host/etc/containerd/config.toml', 'containerdConfig', '/host/etc/containerd/config.toml'],
+  ['--containerd-registry-config-path', 'CONTAINERD_REGISTRY_CONFIG_PATH', '/etc/containerd/certs.d:/etc/docker/certs.d', 'containerdRegistryConfigPath', '/etc/containerd/certs.d:/etc/docker/certs.d']
 ]
 
 describe('runCli registry: every flag', () => {
@@ -292,7 +293,8 @@ describe('runCli: help and subcommand selection', () => {
       assert.match(r.stdout, /Usage: spegel/)
       assert.equal(r.registry.length + r.doctor.length, 0)
     }
-    const registryHelp = (await run(['registry', '--help'])).stdout
+    // Commander wraps help to the terminal width; compare with the wrapping undone.
+    const registryHelp = (await run(['registry', '--help'])).stdout.replace(/\s+/g, ' ')
     assert.match(registryHelp, /--mirror-resolve-timeout <DURATION>/)
     assert.match(registryHelp, /MIRROR_RESOLVE_TIMEOUT, default 20ms/)
     assert.match(registryHelp, /--log-level/)

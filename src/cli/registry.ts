@@ -69,7 +69,7 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
   const { build } = await getVersionInfo({ env: {} })
   const promRegistry = new PromRegistry()
   const metrics = createMetrics(promRegistry, { version: build.version })
-  const configCheck = new ContainerdConfigCheck({ log, registry: promRegistry }, { file: config.containerdConfig })
+  const configCheck = new ContainerdConfigCheck({ log, registry: promRegistry }, { file: config.containerdConfig, mirrorConfigPath: config.containerdRegistryConfigPath })
 
   let previousState = 'connecting'
   const supervisor: ContainerdSupervisor = new ContainerdSupervisor({
@@ -116,7 +116,7 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
       id: 'no-router-psk',
       severity: 'warning',
       message: 'The peer-to-peer port has no pre-shared key: any process that can reach it can join this cluster\'s index.',
-      fix: 'create a key (spegel-ts writes one with `openssl rand -hex 32` in the PSK format, see docs/kubernetes.md) and pass it to every node with --router-secret-path'
+      fix: 'give every node the same key file: printf \'/key/swarm/psk/1.0.0/\\n/base16/\\n%s\\n\' "$(openssl rand -hex 32)" > router.psk, then --router-secret-path router.psk (the Kubernetes install reads it from the Secret spegel-router-psk, docs/kubernetes.md)'
     })
     log.warn({ event: 'router_without_psk', fix: 'set --router-secret-path on every node' }, 'the router runs without a pre-shared key; any process that can reach the router port can join')
   }

@@ -46,7 +46,8 @@ describe('parseRegistryConfig', () => {
       httpBootstrapCertDir: '',
       staticBootstrapPeers: [],
       routerSecretPath: '',
-      containerdConfig: '/etc/containerd/config.toml'
+      containerdConfig: '/etc/containerd/config.toml',
+      containerdRegistryConfigPath: '/etc/containerd/certs.d'
     }
     assert.deepEqual(config, want)
   })

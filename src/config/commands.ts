@@ -37,6 +37,8 @@ export interface RegistryConfig {
   readonly routerSecretPath: string
   /** containerd's config.toml, read to tell whether CRI pulls can reach the mirror (as doctor does). */
   readonly containerdConfig: string
+  /** Where `spegel configuration` writes on this node (one directory or a list), for the same check. */
+  readonly containerdRegistryConfigPath: string
 }
 
 export interface DoctorConfig {
@@ -111,7 +113,8 @@ export const registrySettings = {
   httpBootstrapCertDir: s.httpBootstrapCertDir,
   staticBootstrapPeers: s.staticBootstrapPeers,
   routerSecretPath: s.routerSecretPath,
-  containerdConfig: s.containerdConfig
+  containerdConfig: s.containerdConfig,
+  containerdRegistryConfigPath: s.containerdRegistryConfigPath
 } as const satisfies SettingMap
 
 export const doctorSettings = {

@@ -122,12 +122,12 @@ code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monosp
 .empty { color: var(--muted); font-style: italic; }
 .checks { list-style: none; padding: 0; margin: 12px 0 0; }
 .checks li { padding: 6px 8px; border-radius: 6px; margin-bottom: 4px; }
-.checks li .fix, .warning .fix { display: block; color: var(--fg); margin-top: 2px; }
-.warning { border-radius: 8px; padding: 10px 14px; margin: 8px 0; border: 1px solid transparent; }
-.warning.error { background: var(--fail-bg); border-color: #f3b4b1; }
-.warning.warning { background: var(--warn-bg); border-color: #f0d98c; }
-.warning.info { background: #e7f0fb; border-color: #b9d3f0; }
-.warning strong { display: block; }
+.checks li .fix, .notice .fix { display: block; color: var(--fg); margin-top: 2px; white-space: pre-line; }
+.notice { border-radius: 8px; padding: 10px 14px; margin: 8px 0; border: 1px solid transparent; }
+.notice.sev-error { background: var(--fail-bg); border-color: #f3b4b1; }
+.notice.sev-warning { background: var(--warn-bg); border-color: #f0d98c; }
+.notice.sev-info { background: #e7f0fb; border-color: #b9d3f0; }
+.notice strong { display: block; }
 form { display: flex; gap: 8px; max-width: 720px; }
 input[type=text] { flex: 1; padding: 8px 10px; border: 1px solid var(--line); border-radius: 6px; font-size: 14px; }
 button { padding: 8px 16px; border: 0; border-radius: 6px; background: var(--accent); color: #fff; font-weight: 600; cursor: pointer; }

@@ -11,9 +11,11 @@ import { fileURLToPath } from 'node:url'
 import YAML from 'yaml'
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1'
 import { ConfigMap } from 'kubernetes-models/v1'
+import { containerdSkipReason, startContainerd, type ContainerdInstance } from '../helpers/containerd.js'
 import { httpRequest, run } from '../helpers/net.js'
-import { familyOf, findExecutable, metricFamilies, metricNames, metricSelectors, prometheusSkipReason } from '../helpers/prometheus.js'
+import { familyOf, findExecutable, metricFamilies, metricNames, metricSelectors, prometheusSkipReason, samples } from '../helpers/prometheus.js'
 import { startSpegel, type SpegelNode } from '../helpers/spegel.js'
+import { waitFor } from '../helpers/wait.js'
 
 /** The checkout's root: the first folder above this file that holds package.json. */
 function repoRoot (): string {
@@ -180,6 +182,17 @@ describe('alert rules (content)', () => {
     for (const name of ['SpegelNodeNotReady', 'SpegelNoPeers', 'SpegelMirrorMissRatioHigh', 'SpegelTargetDown']) {
       assert.ok(byName.has(name), `${name} exists`)
     }
+    // containerd configured so that its pulls skip the mirror (docs/containerd-2.md).
+    const misconfigured = byName.get('SpegelContainerdMisconfigured')
+    assert.equal(misconfigured?.expr.trim(), 'spegel_containerd_config_problem{severity="error"} == 1')
+    assert.equal(misconfigured?.labels?.severity, 'warning')
+    assert.ok(misconfigured?.for !== undefined, 'SpegelContainerdMisconfigured waits before firing')
+    const description = misconfigured?.annotations?.description ?? ''
+    assert.match(description, /spegel doctor/)
+    assert.match(description, /deploy\/kubernetes\/components\/multi-dir-config-path/)
+    assert.ok(existsSync(path.join(ROOT, 'deploy/kubernetes/components/multi-dir-config-path/kustomization.yaml')), 'the component the description names exists')
+    assert.match(description, /docs\/containerd-2\.md/)
+    assert.match(misconfigured?.annotations?.summary ?? '', /\{\{ \$labels\.id \}\}/, 'the summary names the finding')
   })
 
   it('are unit-tested: each alert has a case where it fires and one where it stays quiet', () => {
@@ -324,6 +337,13 @@ describe('metric names against a real node', () => {
     assert.deepEqual(missing, [], 'metrics named by alert rules but absent from /metrics')
   })
 
+  // The check above reads the `# TYPE` lines, which prom-client prints for every registered
+  // metric even before it has a series: spegel_containerd_config_problem has series only on a
+  // node whose containerd is misconfigured, and this node has not even reached containerd.
+  it('declares spegel_containerd_config_problem even while it has no series', () => {
+    assert.equal(families.get('spegel_containerd_config_problem'), 'gauge')
+  })
+
   it('every metric a dashboard panel or variable uses is exposed by the node', () => {
     const missing: string[] = []
     for (const { where, expr } of dashboardExpressions(readDashboard())) {
@@ -363,5 +383,63 @@ describe('kustomize components', { skip: kubectlSkip }, () => {
     const objects = await kustomize(path.join(FIXTURES, 'monitoring-with-base'))
     assertMonitoringObjects(objects, 'spegel')
     assert.ok(objects.some((o) => o.kind === 'DaemonSet'), 'the base\'s DaemonSet is still there')
+  })
+})
+
+// The name check above cannot tell whether an alert's label matchers fit what the node
+// exports. SpegelContainerdMisconfigured selects on a label, so its expression is evaluated by
+// promtool on the series a real node exports once it has read a containerd configuration with
+// an error-level finding (config_path unset, which containerd 1.6 then reads no hosts.toml for).
+const configProblemSkip = promtoolSkip ?? containerdSkipReason() ?? false
+
+describe('SpegelContainerdMisconfigured against a real node\'s series', { skip: configProblemSkip }, () => {
+  let workDir = ''
+  let containerd: ContainerdInstance | undefined
+  let node: SpegelNode | undefined
+
+  before(async () => {
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'spg-alerts-config-'))
+    containerd = await startContainerd({ name: 'alerts-config' })
+  })
+  after(async () => {
+    await node?.stop()
+    await containerd?.dispose()
+    if (workDir !== '') await rm(workDir, { recursive: true, force: true })
+  })
+
+  it('the expression selects the node\'s error findings and nothing else', async () => {
+    assert.ok(containerd !== undefined)
+    // The node analyses this file, not the one containerd runs with: containerd only supplies its version.
+    const configFile = path.join(workDir, 'config.toml')
+    await writeFile(configFile, 'version = 2\n')
+    node = await startSpegel({ containerdSock: containerd.socketPath, contentPath: containerd.contentPath, logLevel: 'INFO', extraArgs: ['--containerd-config', configFile] })
+    const metricsUrl = node.metricsUrl
+    const series = await waitFor(async () => {
+      const res = await httpRequest(`${metricsUrl}/metrics`, { method: 'GET' })
+      const found = samples(res.body.toString('utf8'), 'spegel_containerd_config_problem')
+      return found.size > 0 ? found : undefined
+    }, { timeoutMs: 30_000, what: 'spegel_containerd_config_problem series on /metrics after the node reached containerd' })
+    const labelled = [...series.entries()].map(([labels, value]) => ({ labels: labels.replace(/^\{/, '{job="spegel",instance="node-1",'), value }))
+    const errors = labelled.filter((s) => /severity="error"/.test(s.labels))
+    assert.ok(errors.some((s) => /id="config-path-unset"/.test(s.labels)), `an error finding for a config without config_path (got ${[...series.keys()].join(', ')})`)
+
+    const rule = allAlerts().find((a) => a.alert === 'SpegelContainerdMisconfigured')
+    assert.ok(rule !== undefined)
+    const testFile = path.join(workDir, 'real-series_test.yaml')
+    await writeFile(testFile, YAML.stringify({
+      rule_files: [RULES_FILE],
+      evaluation_interval: '1m',
+      tests: [{
+        interval: '1m',
+        input_series: labelled.map((s) => ({ series: `spegel_containerd_config_problem${s.labels}`, values: `${s.value}x15` })),
+        promql_expr_test: [{
+          expr: rule.expr,
+          eval_time: '10m',
+          exp_samples: errors.map((s) => ({ labels: `spegel_containerd_config_problem${s.labels}`, value: s.value }))
+        }]
+      }]
+    }))
+    const res = await run('promtool', ['test', 'rules', testFile], { cwd: workDir })
+    assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}`)
   })
 })

@@ -1,5 +1,6 @@
 // deploy/kubernetes without a cluster: every kustomization (the default install, each overlay,
-// each component on top of the default, all components together, every uninstall) is
+// each component on top of the default, all components together, every uninstall, and the
+// multi-directory config path with its uninstall in both component orders) is
 // rendered with kustomize, every object is validated against the Kubernetes schemas (unknown
 // fields included), every container's arguments and environment go through the project's own
 // CLI parser after the kubelet's $(VAR) expansion, and what the pods need to work is checked
@@ -214,6 +215,38 @@ function identityHostMount (spec: PodSpec, c: Container, mountPath: string): { r
   return { readOnly: mount.readOnly === true, hostPath: volume.hostPath }
 }
 
+/**
+ * The hostPath mount through which `target` is reached in the container: the mount at `target`
+ * or at its nearest parent directory, with the volume's host path equal to that mount path, so
+ * `target` in the container is `target` on the node.
+ */
+function coveringHostMount (spec: PodSpec, c: Container, target: string): { mountPath: string, readOnly: boolean, hostPath: NonNullable<Volume['hostPath']> } {
+  const covering = (c.volumeMounts ?? [])
+    .filter((m) => m.mountPath === target || target.startsWith(m.mountPath.endsWith('/') ? m.mountPath : `${m.mountPath}/`))
+    .sort((a, b) => b.mountPath.length - a.mountPath.length)
+  const mount = covering[0]
+  assert.ok(mount !== undefined, `${c.name}: ${target} is not on any mount, so it would land in the container's own filesystem`)
+  const { readOnly, hostPath } = identityHostMount(spec, c, mount.mountPath)
+  return { mountPath: mount.mountPath, readOnly, hostPath }
+}
+
+/**
+ * The host directories a config path makes spegel write: the directory itself, or for a list
+ * (`a:b`) the first directory and the literal joined path (src/mirror-config/config-path.ts).
+ * Each must reach the node through a mount of the wanted kind. The first is mounted itself;
+ * the literal one cannot be (its name holds a colon), so a parent directory carries it.
+ */
+function assertConfigPathMounts (spec: PodSpec, c: Container, configPath: string, want: { readOnly: boolean }): void {
+  const [first, ...rest] = mirrorWriteRoots(configPath)
+  assert.ok(first !== undefined, `${c.name}: empty config path`)
+  const what = want.readOnly ? 'read-only' : 'writable'
+  assert.equal(identityHostMount(spec, c, first.dir).readOnly, want.readOnly, `${c.name}: ${first.dir} must be mounted ${what}`)
+  for (const root of rest) {
+    const m = coveringHostMount(spec, c, root.dir)
+    assert.equal(m.readOnly, want.readOnly, `${c.name}: ${root.dir} is reached through ${m.mountPath}, which must be mounted ${what}`)
+  }
+}
+
 function assertExpanded (owner: string, values: readonly string[]): void {
   for (const v of values) assert.ok(!v.includes('$('), `${owner}: "${v}" names a variable the container does not define`)
 }
@@ -341,7 +374,7 @@ function checkNetworkPolicies (objects: readonly K8sObject[], labels: Record<str
 // ---------------------------------------------------------------------------------------------
 // An install
 
-async function checkInstall (objects: readonly K8sObject[], distro: Distro): Promise<void> {
+async function checkInstall (objects: readonly K8sObject[], distro: Distro, configPath = PATHS[distro].certs): Promise<void> {
   const ns = checkObjects(objects)
   const { ds, labels, spec } = theDaemonSet(objects)
   const registry = container(spec, 'registry')
@@ -392,17 +425,21 @@ async function checkInstall (objects: readonly K8sObject[], distro: Distro): Pro
   assert.equal(doctor.containerdNamespace, rc.containerdNamespace)
   assert.equal(doctor.registryAddr.port, rc.registryAddr.port)
   assert.equal(identityHostMount(spec, registry, path.posix.dirname(doctor.containerdConfig)).readOnly, true, 'containerd config directory read-only')
-  assert.equal(identityHostMount(spec, registry, doctor.containerdRegistryConfigPath).readOnly, true, 'mirror configuration read-only in the registry')
+  assertConfigPathMounts(spec, registry, doctor.containerdRegistryConfigPath, { readOnly: true })
   if ('containerdConfig' in registrySettings) {
     assert.equal((rc as unknown as Record<string, unknown>).containerdConfig, doctor.containerdConfig, 'registry --containerd-config')
   }
+  // Once `spegel registry` reads the config path too (to tell a handled multi-directory
+  // config_path from an unhandled one), it must be the one configuration writes.
+  if ('containerdRegistryConfigPath' in registrySettings) {
+    assert.equal((rc as unknown as Record<string, unknown>).containerdRegistryConfigPath, doctor.containerdRegistryConfigPath, 'registry --containerd-registry-config-path')
+  }
 
-  // The init container writes hosts.toml into the directory containerd reads.
+  // The init container writes hosts.toml into the directories containerd reads.
   const { parsed: { configuration: cc } } = await parseContainer(ds, init, 'configuration')
   assert.ok(cc !== undefined)
-  const certs = identityHostMount(spec, init, cc.containerdRegistryConfigPath)
-  assert.equal(certs.readOnly, false, 'configuration must be able to write hosts.toml')
-  assert.equal(cc.containerdRegistryConfigPath, doctor.containerdRegistryConfigPath, 'doctor checks the directory configuration writes')
+  assertConfigPathMounts(spec, init, cc.containerdRegistryConfigPath, { readOnly: false })
+  assert.equal(cc.containerdRegistryConfigPath, doctor.containerdRegistryConfigPath, 'doctor checks the directories configuration writes')
 
   // The mirror targets are this node's IP and a port that reaches a spegel-ts registry.
   const registryServices = servicesSelecting(objects, labels).filter((s) => serviceSpec(s).type === 'NodePort')
@@ -440,7 +477,7 @@ async function checkInstall (objects: readonly K8sObject[], distro: Distro): Pro
   }
   checkNetworkPolicies(objects, labels, registry, ['registry', 'metrics'], ['router'])
 
-  const want = PATHS[distro]
+  const want = { ...PATHS[distro], certs: configPath }
   assert.deepEqual(
     { sock: rc.containerdSock, content: rc.containerdContentPath, config: doctor.containerdConfig, certs: cc.containerdRegistryConfigPath },
     want, `containerd paths for ${distro}`)
@@ -449,7 +486,7 @@ async function checkInstall (objects: readonly K8sObject[], distro: Distro): Pro
 // ---------------------------------------------------------------------------------------------
 // An uninstall
 
-async function checkUninstall (objects: readonly K8sObject[], distro: Distro, install: readonly K8sObject[] | undefined): Promise<void> {
+async function checkUninstall (objects: readonly K8sObject[], distro: Distro, install: readonly K8sObject[] | undefined, configPath = PATHS[distro].certs): Promise<void> {
   const ns = checkObjects(objects)
   const { ds, labels, spec } = theDaemonSet(objects)
   assert.deepEqual(spec.initContainers ?? [], [], 'no init container may write the mirror configuration again')
@@ -458,9 +495,8 @@ async function checkUninstall (objects: readonly K8sObject[], distro: Distro, in
   const cleanup = container(spec, 'cleanup')
   const { parsed: { cleanup: config } } = await parseContainer(ds, cleanup, 'cleanup')
   assert.ok(config !== undefined)
-  const certs = identityHostMount(spec, cleanup, config.containerdRegistryConfigPath)
-  assert.equal(certs.readOnly, false)
-  assert.equal(config.containerdRegistryConfigPath, PATHS[distro].certs, `cleanup restores ${distro}'s mirror configuration`)
+  assertConfigPathMounts(spec, cleanup, config.containerdRegistryConfigPath, { readOnly: false })
+  assert.equal(config.containerdRegistryConfigPath, configPath, `cleanup restores ${distro}'s mirror configuration`)
   const cleanupPort = namedPort(cleanup, 'cleanup').containerPort
   assert.equal(config.addr.port, cleanupPort)
   assertHttpProbe(cleanup, 'readinessProbe', '/readyz', cleanupPort)
@@ -479,11 +515,27 @@ async function checkUninstall (objects: readonly K8sObject[], distro: Distro, in
   assert.equal(cleanupWait.probeEndpoint.port, svcPort.port)
   checkNetworkPolicies(objects, labels, cleanup, ['cleanup'], [])
 
-  // `kubectl delete -k <uninstall>` must remove everything the install created.
   if (install !== undefined) {
+    // `kubectl delete -k <uninstall>` must remove everything the install created.
     const id = (o: K8sObject): string => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`
     const have = new Set(objects.map(id))
     for (const o of install) assert.ok(have.has(id(o)), `${id(o)} of the install is missing from its uninstall`)
+    // The cleanup undoes what the install's configuration container wrote: same config path,
+    // and every host directory it could write is writable, at the same path, in the cleanup.
+    const installDs = only(ofKind(install, 'DaemonSet'), 'DaemonSet of the install')
+    const { spec: installSpec } = podTemplate(installDs)
+    const configuration = container(installSpec, 'configuration', true)
+    const installed = processOf(installDs, configuration)
+    const written = (await cli('configuration', installed.args, installed.env)).configuration
+    assert.equal(config.containerdRegistryConfigPath, written?.containerdRegistryConfigPath, 'cleanup restores the config path the install\'s configuration wrote')
+    for (const m of configuration.volumeMounts ?? []) {
+      const v = (installSpec.volumes ?? []).find((x) => x.name === m.name)
+      if (m.readOnly === true || v?.hostPath === undefined) continue
+      const c = coveringHostMount(spec, cleanup, m.mountPath)
+      assert.equal(c.mountPath, m.mountPath, `cleanup: ${m.mountPath} must be mounted as in configuration`)
+      assert.equal(c.hostPath.path, v.hostPath.path, `cleanup: ${m.mountPath} must be host ${v.hostPath.path}`)
+      assert.equal(c.readOnly, false, `cleanup: ${m.mountPath} must be writable, as in configuration`)
+    }
   }
 }
 
@@ -542,21 +594,31 @@ describe('deploy/kubernetes', { skip }, () => {
   before(async () => { tmp = await mkdtemp(path.join(os.tmpdir(), 'spegel-kustomize-')) })
   after(async () => { if (tmp !== '') await rm(tmp, { recursive: true, force: true }) })
 
+  async function writeVariant (v: Variant): Promise<string> {
+    if (v.dir !== undefined) return v.dir
+    assert.ok(v.generated !== undefined)
+    const dir = variantDir(tmp, v.name)
+    // A resource that is another generated variant: write that one too.
+    for (const r of v.generated.resources) {
+      if (!r.startsWith('variant:')) continue
+      const base = variants().find((x) => x.name === r.slice('variant:'.length))
+      assert.ok(base !== undefined, `no variant named ${r}`)
+      await writeVariant(base)
+    }
+    await writeKustomization(dir, v.generated, tmp)
+    return dir
+  }
+
   async function renderVariant (v: Variant): Promise<K8sObject[]> {
     const k = kustomize as Kustomize
-    let dir = v.dir
-    if (dir === undefined) {
-      assert.ok(v.generated !== undefined)
-      dir = path.join(tmp, v.name.replace(/[^a-z0-9]+/gi, '-'))
-      await writeKustomization(dir, v.generated)
-    }
+    const dir = await writeVariant(v)
     const objects = await render(k, dir)
     rendered.set(v.name, objects)
     return objects
   }
 
   it('has the components these checks expect', () => {
-    for (const c of ['host-port', 'network-policy', 'service-monitor', 'basic-auth', 'uninstall']) assert.ok(COMPONENTS.includes(c), `components/${c}`)
+    for (const c of ['host-port', 'network-policy', 'service-monitor', 'basic-auth', MULTI_DIR, 'uninstall']) assert.ok(COMPONENTS.includes(c), `components/${c}`)
   })
 
   for (const v of variants()) {
@@ -564,10 +626,11 @@ describe('deploy/kubernetes', { skip }, () => {
       const objects = await renderVariant(v)
       if (v.uninstall) {
         // The install it undoes was rendered by an earlier case when there is one.
-        const installName = v.name === 'uninstall' ? 'default' : v.name.startsWith('uninstall/') ? `overlays/${v.distro}` : undefined
-        await checkUninstall(objects, v.distro, installName === undefined ? undefined : rendered.get(installName))
+        const install = v.install === undefined ? undefined : rendered.get(v.install)
+        if (v.install !== undefined) assert.ok(install !== undefined, `${v.install} is rendered before ${v.name}`)
+        await checkUninstall(objects, v.distro, install, v.configPath)
       } else {
-        await checkInstall(objects, v.distro)
+        await checkInstall(objects, v.distro, v.configPath)
       }
     })
   }
@@ -589,6 +652,51 @@ describe('deploy/kubernetes', { skip }, () => {
     assert.equal(serviceSpec(svc).ports?.[0]?.nodePort, 30020)
   })
 
+  it(`components/${MULTI_DIR}: configuration and cleanup get the list and write /etc/containerd; registry reads it read-only`, async () => {
+    const literalTop = literalRootTop(MULTI_DIR_CONFIG_PATH)
+    assert.equal(literalTop, '/etc/containerd/certs.d:', 'the literal directory is a sibling of certs.d')
+    assert.equal(path.posix.dirname(literalTop), MULTI_DIR_MOUNT)
+    for (const name of [`default + components/${MULTI_DIR}`, 'default + every component']) {
+      const objects = rendered.get(name)
+      assert.ok(objects !== undefined, `rendered by the ${name} case`)
+      const ds = only(ofKind(objects, 'DaemonSet'), 'DaemonSet')
+      const { spec } = podTemplate(ds)
+      const init = container(spec, 'configuration', true)
+      const { args, env } = processOf(ds, init)
+      assert.equal(env.CONTAINERD_REGISTRY_CONFIG_PATH, MULTI_DIR_CONFIG_PATH, `${name}: configuration's CONTAINERD_REGISTRY_CONFIG_PATH`)
+      assert.equal((await cli('configuration', args, env)).configuration?.containerdRegistryConfigPath, MULTI_DIR_CONFIG_PATH)
+      const etc = identityHostMount(spec, init, MULTI_DIR_MOUNT)
+      assert.equal(etc.readOnly, false, `${name}: configuration must mount ${MULTI_DIR_MOUNT} read-write`)
+      assert.equal(coveringHostMount(spec, init, literalTop).mountPath, MULTI_DIR_MOUNT, `${name}: the literal directory reaches the node through ${MULTI_DIR_MOUNT}`)
+      const registry = container(spec, 'registry')
+      const registryEnv = processOf(ds, registry).env
+      assert.equal(registryEnv.CONTAINERD_REGISTRY_CONFIG_PATH, MULTI_DIR_CONFIG_PATH, `${name}: registry's CONTAINERD_REGISTRY_CONFIG_PATH (for spegel doctor)`)
+      assert.equal((await cli('doctor in registry', ['doctor'], registryEnv)).doctor?.containerdRegistryConfigPath, MULTI_DIR_CONFIG_PATH)
+      // The registry writes only its data directory: everything of containerd stays read-only.
+      for (const m of registry.volumeMounts ?? []) {
+        if (m.name !== 'spegel-data') assert.equal(m.readOnly, true, `${name}: registry mount ${m.mountPath} must stay read-only`)
+      }
+    }
+    for (const name of [`default + components/${MULTI_DIR}, uninstalled`, `default + components/${MULTI_DIR} after components/uninstall`, `uninstall of a kustomization with components/${MULTI_DIR}`]) {
+      const objects = rendered.get(name)
+      assert.ok(objects !== undefined, `rendered by the ${name} case`)
+      const ds = only(ofKind(objects, 'DaemonSet'), 'DaemonSet')
+      const { spec } = podTemplate(ds)
+      const cleanup = container(spec, 'cleanup')
+      const { args, env } = processOf(ds, cleanup)
+      assert.equal((await cli('cleanup', args, env)).cleanup?.containerdRegistryConfigPath, MULTI_DIR_CONFIG_PATH, `${name}: cleanup restores both directories`)
+      assert.equal(identityHostMount(spec, cleanup, MULTI_DIR_MOUNT).readOnly, false, `${name}: cleanup must mount ${MULTI_DIR_MOUNT} read-write`)
+      assert.equal(coveringHostMount(spec, cleanup, literalTop).mountPath, MULTI_DIR_MOUNT)
+    }
+    // Opt-in: without the component nothing writes /etc/containerd.
+    for (const name of ['default', 'uninstall']) {
+      const { spec } = podTemplate(only(ofKind(rendered.get(name) ?? [], 'DaemonSet'), `DaemonSet of ${name}`))
+      for (const c of [...(spec.initContainers ?? []), ...spec.containers]) {
+        assert.ok(!(c.volumeMounts ?? []).some((m) => m.mountPath === MULTI_DIR_MOUNT && m.readOnly !== true), `${name}: ${c.name} must not write ${MULTI_DIR_MOUNT}`)
+      }
+    }
+  })
+
   // The checks reject a broken install: a socket moved without its mount, and a misspelled flag.
   it('rejects a socket path whose directory is not mounted', async () => {
     const objects = await renderVariant({
@@ -605,7 +713,42 @@ describe('deploy/kubernetes', { skip }, () => {
     })
     await assert.rejects(checkInstall(objects, 'default'), /rejected by the CLI[\s\S]*registry-adr/)
   })
+
+  // ...and a multi-directory config path whose literal directory would stay inside the
+  // container, or whose cleanup would restore only the first directory.
+  it('rejects a list config path without a writable mount for its literal directory', async () => {
+    const objects = await renderVariant({
+      name: 'broken-multi-dir-mount', distro: 'default', uninstall: false,
+      generated: { resources: ['.'], components: [`components/${MULTI_DIR}`], files: { 'patch.yaml': patchContainer('initContainers', 'configuration', `volumeMounts:\n            - mountPath: ${MULTI_DIR_MOUNT}\n              $patch: delete`) } }
+    })
+    await assert.rejects(checkInstall(objects, 'default', MULTI_DIR_CONFIG_PATH), /configuration: \/etc\/containerd\/certs\.d:\/etc\/docker\/certs\.d is not on any mount/)
+  })
+
+  it('rejects an uninstall that restores only the first directory of the list', async () => {
+    const install = rendered.get(`default + components/${MULTI_DIR}`)
+    assert.ok(install !== undefined, 'rendered by its own case')
+    const objects = await renderVariant({
+      name: 'broken-multi-dir-cleanup', distro: 'default', uninstall: true,
+      generated: { resources: ['.'], components: [`components/${MULTI_DIR}`, 'components/uninstall'], files: { 'patch.yaml': patchContainer('containers', 'cleanup', 'env:\n            - name: CONTAINERD_REGISTRY_CONFIG_PATH\n              value: /etc/containerd/certs.d') } }
+    })
+    await assert.rejects(checkUninstall(objects, 'default', install, MULTI_DIR_CONFIG_PATH), /cleanup restores default's mirror configuration/)
+  })
 })
+
+function patchContainer (kind: 'initContainers' | 'containers', name: string, fields: string): string {
+  return `apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: spegel
+  namespace: spegel
+spec:
+  template:
+    spec:
+      ${kind}:
+        - name: ${name}
+          ${fields}
+`
+}
 
 function patchRegistry (fields: string): string {
   return `apiVersion: apps/v1

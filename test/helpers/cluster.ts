@@ -77,7 +77,7 @@ export async function startCluster (count: number, init: { firstHost?: number, n
       containerdSock: options.containerdSock ?? containerd.socketPath,
       contentPath: containerd.contentPath,
       bootstrapArgs,
-      extraArgs: ['--data-dir', dataDir, '--containerd-config', containerd.configFile, ...(options.extraArgs ?? [])]
+      extraArgs: ['--data-dir', dataDir, '--containerd-config', containerd.configFile, '--containerd-registry-config-path', containerd.configPath, ...(options.extraArgs ?? [])]
     })
     let spegel: SpegelNode
     let running

@@ -149,13 +149,7 @@ describe('web page in a browser', { skip }, () => {
     await page.close()
 
     async function backgroundHue (p: Page): Promise<string> {
-      const color = await p.locator('[data-testid=containerd-state]').evaluate((e) => (globalThis as unknown as { getComputedStyle: (el: unknown) => { backgroundColor: string } }).getComputedStyle(e).backgroundColor)
-      const m = /rgb\((\d+), (\d+), (\d+)\)/.exec(color)
-      assert.ok(m !== null, color)
-      const [r, g, b] = [Number(m[1]), Number(m[2]), Number(m[3])]
-      if (r > g && r > b) return 'red'
-      if (g > r && g > b) return 'green'
-      return `other ${color}`
+      return hue(await p.locator('[data-testid=containerd-state]').evaluate((e) => (globalThis as unknown as { getComputedStyle: (el: unknown) => { backgroundColor: string } }).getComputedStyle(e).backgroundColor))
     }
   })
 
@@ -177,6 +171,9 @@ describe('web page in a browser', { skip }, () => {
       await warning.waitFor({ timeout: UI_TIMEOUT_MS })
       assert.match(await warning.innerText(), /config_path/)
       assert.match(await warning.innerText(), /Fix:/)
+      assert.equal(await warning.getAttribute('data-severity'), 'error')
+      const background = await warning.evaluate((e) => (globalThis as unknown as { getComputedStyle: (el: unknown) => { backgroundColor: string } }).getComputedStyle(e).backgroundColor)
+      assert.equal(hue(background), 'red', 'an error is shown in red, not as a mere warning')
       const readyz = await node.readyz()
       assert.equal(readyz.status, 200, 'the node still serves its peers')
       assert.match(readyz.body, /^ok\nwarning: config-path-unset: /)
@@ -187,3 +184,19 @@ describe('web page in a browser', { skip }, () => {
     }
   })
 })
+
+/** The hue family of a CSS `rgb(...)` color, as a person would name it (pastels included). */
+function hue (color: string): string {
+  const m = /rgb\((\d+), (\d+), (\d+)\)/.exec(color)
+  assert.ok(m !== null, color)
+  const [r, g, b] = [Number(m[1]) / 255, Number(m[2]) / 255, Number(m[3]) / 255]
+  const max = Math.max(r, g, b)
+  const delta = max - Math.min(r, g, b)
+  if (delta < 0.02) return `grey ${color}`
+  let h = max === r ? ((g - b) / delta) % 6 : max === g ? (b - r) / delta + 2 : (r - g) / delta + 4
+  h = (h * 60 + 360) % 360
+  if (h < 20 || h >= 340) return 'red'
+  if (h < 70) return 'yellow'
+  if (h < 170) return 'green'
+  return `other ${color}`
+}

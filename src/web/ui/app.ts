@@ -91,8 +91,9 @@ function renderWarnings (warnings: readonly NodeWarning[]): void {
   const box = byId('warnings')
   box.hidden = warnings.length === 0
   box.replaceChildren(...warnings.map((w) => {
-    const item = el('div', { className: `warning ${w.severity}` }, [el('strong', { text: w.message }), el('span', { className: 'fix', text: `Fix: ${w.fix}` })])
+    const item = el('div', { className: `notice sev-${w.severity}` }, [el('strong', { text: w.message }), el('span', { className: 'fix', text: `Fix: ${w.fix}` })])
     item.dataset.warningId = w.id
+    item.dataset.severity = w.severity
     return item
   }))
 }
