@@ -8,6 +8,8 @@
  * and the kernel drops a signal PID 1 has no handler for, so a pod deleted while the CLI was
  * still loading would otherwise wait out its whole grace period.
  */
+/** How long the process may take to end by itself once the command has returned. */
+const EXIT_GRACE_MS = 2000
 const shutdown = new AbortController()
 let signalsReceived = 0
 const onSignal = (): void => {
@@ -37,5 +39,12 @@ const code = await runCli(process.argv.slice(2), process.env, {
 process.exitCode = code
 process.removeListener('SIGINT', onSignal)
 process.removeListener('SIGTERM', onSignal)
-// Open handles (a pending gRPC dial, the log destination) must not keep a stopped node alive.
-setTimeout(() => { process.exit(code) }, 2000).unref()
+// A clean shutdown closes everything, and the process ends by itself. Whatever is still open
+// two seconds later is a leak: name it (so tests and operators see it) and exit anyway, because
+// a stopped node kept alive waits out the pod's whole grace period before its SIGKILL.
+setTimeout(() => {
+  // Resources that keep the event loop alive (this unref'd timer is not among them); stdio shows as PipeWrap or TTYWrap.
+  const handles = process.getActiveResourcesInfo()
+  process.stderr.write(JSON.stringify({ level: 'WARN', time: new Date().toISOString(), event: 'exit_forced', handles, msg: 'handles still open after shutdown; exiting anyway' }) + '\n')
+  process.exit(code)
+}, EXIT_GRACE_MS).unref()

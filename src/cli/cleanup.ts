@@ -6,6 +6,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import type { CleanupConfig, CleanupWaitConfig, HostPort } from '../config/index.js'
 import { cleanupMirrorConfiguration } from '../mirror-config/index.js'
 import { createLogger, parseLogLevel, type Logger } from '../observability/logger.js'
+import { addressText, closeGracefully, listen } from '../http/lifecycle.js'
 import { describeFailure } from './configuration.js'
 
 export type { CleanupConfig, CleanupWaitConfig } from '../config/index.js'
@@ -38,34 +39,6 @@ export function createCleanupProbeServer (): http.Server {
   })
 }
 
-function listenHost (address: HostPort): string | undefined {
-  return address.host === '' ? undefined : address.host
-}
-
-async function listen (server: http.Server, address: HostPort): Promise<AddressInfo> {
-  server.listen(address.port, listenHost(address))
-  await Promise.race([
-    once(server, 'listening'),
-    once(server, 'error').then(([err]) => { throw err as Error })
-  ])
-  return server.address() as AddressInfo
-}
-
-/** Graceful close; connections still open after `timeoutMs` are cut. */
-async function closeServer (server: http.Server, timeoutMs: number): Promise<void> {
-  const closed = new Promise<void>((resolve) => { server.close(() => { resolve() }) })
-  server.closeIdleConnections()
-  const ac = new AbortController()
-  const forced = delay(timeoutMs, undefined, { signal: ac.signal }).then(() => { server.closeAllConnections() }, () => {})
-  await closed
-  ac.abort()
-  await forced
-}
-
-function addressText (address: AddressInfo): string {
-  return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`
-}
-
 /**
  * `spegel cleanup` (uninstall hook, one pod per node): restores the backed-up containerd
  * configuration, then serves `GET /readyz` on `--addr` until SIGINT/SIGTERM, so that cleanup-wait
@@ -87,10 +60,10 @@ export async function runCleanup (config: CleanupConfig, runtime: CleanupRuntime
     log.error({ err: (err as Error).message, addr: config.addr }, 'exit with error')
     return 1
   }
-  log.info({ addr: addressText(address) }, 'waiting to be shutdown')
+  log.info({ addr: addressText(server) }, 'waiting to be shutdown')
   runtime.onListening?.(address)
   if (!runtime.shutdown.aborted) await once(runtime.shutdown, 'abort')
-  await closeServer(server, CLEANUP_SHUTDOWN_TIMEOUT_MS)
+  await closeGracefully(server, { graceMs: CLEANUP_SHUTDOWN_TIMEOUT_MS })
   log.info('exit gracefully')
   return 0
 }

@@ -20,6 +20,7 @@ import type { HostsConfig } from '../mirror-config/read-hosts.js'
 import type { CheckResult, CheckStatus } from './doctor/check.js'
 import { containerdConfigChecks } from './doctor/containerd-config.js'
 import { hostsConfigCheck, nodeAddresses, primaryNodeAddress } from './doctor/hosts.js'
+import { routerPskCheck } from './doctor/router-psk.js'
 import { containerdVersionCheck } from './doctor/version.js'
 
 export type { CheckResult, CheckStatus } from './doctor/check.js'
@@ -352,7 +353,7 @@ async function hostsCheck (config: DoctorConfig, target: HostsCheckTarget): Prom
 
 /**
  * Runs every check in dependency order: socket → permissions/SELinux → reachable → version,
- * images, content; the config-file and hosts.toml checks need no containerd.
+ * images, content; the config-file, hosts.toml and router key checks need no containerd.
  */
 export async function runChecks (config: DoctorConfig): Promise<CheckResult[]> {
   const socket = await gatherSocket(config)
@@ -387,6 +388,7 @@ export async function runChecks (config: DoctorConfig): Promise<CheckResult[]> {
   // The local pull path reads spegel's first directory before any later one.
   const localDir = mirrorWriteRoots(config.containerdRegistryConfigPath)[0]?.dir ?? config.containerdRegistryConfigPath
   results.push(await hostsCheck(config, { dir: localDir }))
+  results.push(await routerPskCheck(config.routerSecretPath))
   return results
 }
 

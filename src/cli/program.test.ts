@@ -349,6 +349,7 @@ describe('runCli doctor', () => {
       containerdConfig: '/etc/containerd/config.toml',
       containerdRegistryConfigPath: '/etc/containerd/certs.d',
       registryAddr: { host: '', port: 5000 },
+      routerSecretPath: '',
       output: 'text'
     })
   })
@@ -356,7 +357,7 @@ describe('runCli doctor', () => {
   it('reads every doctor flag', async () => {
     const r = await run(['doctor', '--containerd-sock', '/s.sock', '--containerd-namespace', 'ns', '--containerd-content-path=/c',
       '--containerd-config', '/cfg.toml', '--containerd-registry-config-path', '/certs.d', '--registry-addr', ':30020', '--output', 'json',
-      '--log-level', 'debug'])
+      '--router-secret-path', '/psk', '--log-level', 'debug'])
     assert.equal(r.code, 0, r.stderr)
     assert.deepEqual(r.doctor[0], {
       logLevel: 'DEBUG',
@@ -367,6 +368,7 @@ describe('runCli doctor', () => {
       containerdConfig: '/cfg.toml',
       containerdRegistryConfigPath: '/certs.d',
       registryAddr: { host: '', port: 30020 },
+      routerSecretPath: '/psk',
       output: 'json'
     })
   })

@@ -157,6 +157,7 @@ describe('parseDoctorConfig', () => {
       containerdConfig: '/etc/containerd/config.toml',
       containerdRegistryConfigPath: '/etc/containerd/certs.d',
       registryAddr: { host: '', port: 5000 },
+      routerSecretPath: '',
       output: 'text'
     }
     assert.deepEqual(ok(parseDoctorConfig(flags({}), {})), want)
@@ -169,9 +170,11 @@ describe('parseDoctorConfig', () => {
       CONTAINERD_REGISTRY_CONFIG_PATH: '/var/lib/rancher/k3s/agent/etc/containerd/certs.d',
       CONTAINERD_NAMESPACE: 'other',
       CONTAINERD_CONTENT_PATH: '/c',
+      ROUTER_SECRET_PATH: '/etc/spegel/router.psk',
       LOG_LEVEL: 'debug'
     }))
     assert.equal(config.output, 'json')
+    assert.equal(config.routerSecretPath, '/etc/spegel/router.psk')
     assert.deepEqual(config.registryAddr, { host: '', port: 30020 })
     assert.equal(config.containerdSockExplicit, true)
     assert.equal(config.containerdConfig, '/var/lib/rancher/k3s/agent/etc/containerd/config.toml')

@@ -50,6 +50,8 @@ export interface DoctorConfig {
   readonly containerdConfig: string
   readonly containerdRegistryConfigPath: string
   readonly registryAddr: HostPort
+  /** The router key file the node uses (same setting as registry); empty: none, which doctor warns about. */
+  readonly routerSecretPath: string
   readonly output: s.OutputFormat
 }
 
@@ -125,6 +127,7 @@ export const doctorSettings = {
   containerdConfig: s.containerdConfig,
   containerdRegistryConfigPath: s.containerdRegistryConfigPath,
   registryAddr: s.registryAddr,
+  routerSecretPath: s.routerSecretPath,
   output: s.doctorOutput
 } as const satisfies SettingMap
 

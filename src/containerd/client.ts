@@ -183,9 +183,24 @@ export class ContainerdClient {
     return { digest: res.info.digest, sizeBytes: toNumber(res.info.size), labels: res.info.labels }
   }
 
-  /** Server stream of content bytes; `sizeBytes` 0 means to the end. */
-  read (digest: string, offset: number, sizeBytes: number): grpc.ClientReadableStream<ReadContentResponse__Output> {
-    return this.content.Read({ digest, offset: String(offset), size: String(sizeBytes) }, this.metadata())
+  /**
+   * Server stream of content bytes; `sizeBytes` 0 means to the end. Unlike the unary calls there
+   * is no default deadline (a multi-GiB layer through gRPC takes as long as it takes): give
+   * `timeoutMs` for bounded reads. An abort of `signal` cancels the call, so the stream ends
+   * with a CANCELLED error instead of waiting on a daemon that stopped answering.
+   */
+  read (digest: string, offset: number, sizeBytes: number, options: CallOptions = {}): grpc.ClientReadableStream<ReadContentResponse__Output> {
+    const { signal, timeoutMs } = options
+    signal?.throwIfAborted()
+    const callOptions: grpc.CallOptions = timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs }
+    const call = this.content.Read({ digest, offset: String(offset), size: String(sizeBytes) }, this.metadata(), callOptions)
+    if (signal !== undefined) {
+      const onAbort = (): void => { call.cancel() }
+      signal.addEventListener('abort', onAbort, { once: true })
+      // 'status' comes once per call, however it ends (data, error, cancel).
+      call.once('status', () => { signal.removeEventListener('abort', onAbort) })
+    }
+    return call
   }
 
   subscribe (filters: readonly string[]): grpc.ClientReadableStream<Envelope__Output> {

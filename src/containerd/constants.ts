@@ -17,3 +17,24 @@ export const HEALTH_CHECK_INTERVAL_MS = 5000
 export const HEALTH_CHECK_TIMEOUT_MS = 3000
 /** While the content directory is unreadable, how often to look at it again. */
 export const CONTENT_ROOT_RECHECK_MS = 2000
+/**
+ * A session (connected, subscribed, listing) that ends sooner than this counts as a failed dial:
+ * the reconnect backoff keeps growing instead of starting over, so a containerd that accepts
+ * the connection and then rejects the subscribe or the listing is not redialled in a tight loop.
+ */
+export const MIN_HEALTHY_SESSION_MS = 10_000
+/** A session that has not settled this long after it was cancelled is reported (a bug, not an outage). */
+export const SESSION_SETTLE_WARN_MS = 5000
+/**
+ * How long the index of a lost session stays advertised (and served from the content directory)
+ * before it is withdrawn. A containerd restart takes a few seconds and leaves every blob on
+ * disk; withdrawing and re-advertising every key costs the cluster two full-record versions.
+ */
+export const INDEX_RETAIN_MS = 5000
+/**
+ * Digests advertised from a content event alone (a pull in progress, before its image record
+ * exists) are withdrawn when no image claims them within this long.
+ */
+export const LOOSE_CONTENT_TTL_MS = 10 * 60_000
+/** How often loose digests are checked against that limit. */
+export const LOOSE_CONTENT_SWEEP_MS = 30_000

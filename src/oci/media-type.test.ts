@@ -3,7 +3,7 @@ import { describe, it } from 'node:test'
 import { gzipSync } from 'node:zlib'
 import { OciError } from './errors.js'
 import {
-  childDescriptors, fingerprintMediaType, isIndexMediaType, isManifestMediaType, MANIFEST_MEDIA_TYPES,
+  childDescriptors, fingerprintMediaType, isIndexMediaType, isManifestMediaType, isValidMediaType, MANIFEST_MEDIA_TYPES, toMediaType,
   MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_EMPTY,
   MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_OCTET_STREAM, MEDIA_TYPE_SNIFF_LIMIT_BYTES
 } from './media-type.js'
@@ -158,6 +158,24 @@ describe('childDescriptors', () => {
     assert.deepEqual(childDescriptors(MEDIA_TYPE_OCI_MANIFEST, json({ config: { digest: 'bad' }, layers: manifest.layers })).map(d => d.digest), [D2, D3])
   })
 
+  it('turns a media type that is not RFC 6838 syntax into application/octet-stream, keeping the entry', () => {
+    // Each of these would make Node's writeHead throw (or forge a header) if it became Content-Type.
+    const bad = [
+      'application/vnd.oci.image.layer.v1.tar\r\nX-Injected: 1',
+      'application/vnd.oci.image.layer.v1.tar\u0000',
+      'application/vnd.ocı.image.layer.v1.tar',
+      'application/vnd.oci.image.layer.v1.tar\u2028',
+      'application/vnd.oci.image.layer.v1.tar; charset=utf-8',
+      'no-slash',
+      ' application/json'
+    ]
+    const withBad = { ...manifest, layers: bad.map((mediaType, i) => ({ mediaType, digest: i % 2 === 0 ? D2 : D3, size: 1 })) }
+    const children = childDescriptors(MEDIA_TYPE_OCI_MANIFEST, json(withBad))
+    assert.equal(children.length, 1 + bad.length, 'no entry is dropped')
+    assert.equal(children[0]?.mediaType, MEDIA_TYPE_OCI_CONFIG)
+    for (const child of children.slice(1)) assert.equal(child.mediaType, MEDIA_TYPE_OCTET_STREAM)
+  })
+
   it('reports a manifest whose bytes are not a JSON object', () => {
     for (const content of [bytes('not json'), json([]), new Uint8Array()]) {
       assert.throws(() => childDescriptors(MEDIA_TYPE_OCI_MANIFEST, content), (err: unknown) => {
@@ -165,6 +183,19 @@ describe('childDescriptors', () => {
         assert.equal(err.code, 'MANIFEST_INVALID')
         return true
       })
+    }
+  })
+})
+
+describe('isValidMediaType and toMediaType', () => {
+  it('accept bare type/subtype and refuse everything a header cannot carry', () => {
+    for (const ok of [LAYER_TYPE, MEDIA_TYPE_OCI_MANIFEST, 'application/vnd.docker.image.rootfs.diff.tar.gzip', 'text/plain', 'a/b']) {
+      assert.ok(isValidMediaType(ok), ok)
+      assert.equal(toMediaType(ok), ok)
+    }
+    for (const bad of ['', 'a', 'a/', '/b', 'a/b c', 'a/b\n', 'a/\u00e9', 'a/b;x=y', 'a/b/c', 'x'.repeat(128) + '/b']) {
+      assert.ok(!isValidMediaType(bad), JSON.stringify(bad))
+      assert.equal(toMediaType(bad), MEDIA_TYPE_OCTET_STREAM)
     }
   })
 })

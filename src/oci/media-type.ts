@@ -32,6 +32,21 @@ export function isIndexMediaType (mediaType: string): boolean {
 // (CR/LF, parameters, spaces) must never get through.
 const MEDIA_TYPE_SYNTAX = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$/
 
+/** True when `value` is a bare RFC 6838 `type/subtype`, safe to send as Content-Type. */
+export function isValidMediaType (value: string): boolean {
+  return MEDIA_TYPE_SYNTAX.test(value)
+}
+
+/**
+ * `value` when it is a valid media type, else application/octet-stream. Media types come from
+ * manifests and containerd's image records, which anyone who can push or import wrote; a
+ * control character or a character above U+00FF makes Node's writeHead throw, so an invalid one
+ * would make the blob unservable on every node that walked it.
+ */
+export function toMediaType (value: string): string {
+  return MEDIA_TYPE_SYNTAX.test(value) ? value : MEDIA_TYPE_OCTET_STREAM
+}
+
 type JsonObject = Record<string, unknown>
 
 function isObject (v: unknown): v is JsonObject {
@@ -97,7 +112,7 @@ export function fingerprintMediaType (bytes: Uint8Array): string {
   if (json === undefined) return MEDIA_TYPE_OCTET_STREAM
 
   const { schemaVersion, mediaType } = json
-  if (schemaVersion === 2 && typeof mediaType === 'string' && MEDIA_TYPE_SYNTAX.test(mediaType)) return mediaType
+  if (schemaVersion === 2 && typeof mediaType === 'string' && isValidMediaType(mediaType)) return mediaType
   if (looksLikeDescriptorArray(json.manifests)) return MEDIA_TYPE_OCI_INDEX
   if (looksLikeDescriptor(json.config) && looksLikeDescriptorArray(json.layers)) return MEDIA_TYPE_OCI_MANIFEST
   if (typeof json.architecture === 'string' && typeof json.os === 'string' && json.rootfs !== undefined) return MEDIA_TYPE_OCI_CONFIG
@@ -126,14 +141,18 @@ function toPlatform (v: unknown): Platform | undefined {
   return platform
 }
 
-/** A descriptor with a valid digest, a media type and a size, or undefined. */
+/**
+ * A descriptor with a valid digest, a media type and a size, or undefined. A media type that
+ * is not RFC 6838 syntax becomes application/octet-stream: the content is still walked and
+ * served (addressed by digest, it needs no type), but never with a header Node refuses.
+ */
 function toChild (v: unknown): ChildDescriptor | undefined {
   if (!isObject(v)) return undefined
   const { digest, mediaType, size } = v
   if (typeof digest !== 'string' || !isDigest(digest)) return undefined
   if (typeof mediaType !== 'string' || mediaType === '') return undefined
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) return undefined
-  const child: ChildDescriptor = { digest, mediaType, size }
+  const child: ChildDescriptor = { digest, mediaType: toMediaType(mediaType), size }
   const platform = toPlatform(v.platform)
   if (platform !== undefined) child.platform = platform
   return child

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { Writable } from 'node:stream'
+import { createHash } from 'node:crypto'
+import { Writable, type Readable } from 'node:stream'
 import { startContainerd, containerdAvailable, type ContainerdInstance } from '../helpers/containerd.js'
 import { buildImage, OCI_MANIFEST, type BuiltImage } from '../helpers/image.js'
 import { waitFor } from '../helpers/wait.js'
@@ -14,7 +15,9 @@ import { storeConformance } from '../../src/store/conformance.js'
 import { NotFoundError, StoreUnavailableError } from '../../src/store/errors.js'
 import type { StoreChange } from '../../src/store/types.js'
 import { createLogger } from '../../src/observability/logger.js'
-import { regexFilter } from '../../src/oci/index.js'
+import { isValidMediaType, regexFilter } from '../../src/oci/index.js'
+import { grpc } from '../../src/containerd/client.js'
+import { run } from '../helpers/net.js'
 
 const skip = containerdAvailable() ? false : 'needs root and containerd (scripts/test-all.sh installs it)'
 
@@ -22,34 +25,62 @@ interface Harness {
   store: ContainerdStore
   supervisor: ContainerdSupervisor
   changes: StoreChange[]
+  /** Log lines, each with `receivedMs`: when the line was written. */
   logs: Array<Record<string, unknown>>
   stop(): Promise<void>
 }
 
-async function openStore (ctrd: ContainerdInstance, init: { contentPath?: string, filters?: string[] } = {}): Promise<Harness> {
+interface OpenOptions {
+  contentPath?: string
+  filters?: string[]
+  namespace?: string
+  retainIndexMs?: number
+  /** Wait for readiness before returning (default true). */
+  isReadyAwaited?: boolean
+}
+
+async function openStore (ctrd: ContainerdInstance, init: OpenOptions = {}): Promise<Harness> {
   const logs: Array<Record<string, unknown>> = []
   const sink = new Writable({
     write (chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n')) if (line.trim() !== '') logs.push(JSON.parse(line) as Record<string, unknown>)
+      const receivedMs = Date.now()
+      for (const line of chunk.toString().split('\n')) if (line.trim() !== '') logs.push({ ...JSON.parse(line) as Record<string, unknown>, receivedMs })
       done()
     }
   })
   const log = createLogger({ level: 'debug', destination: sink })
-  const supervisor: ContainerdSupervisor = new ContainerdSupervisor({ log }, {
+  const supervisor = new ContainerdSupervisor({ log }, {
     socketPath: ctrd.socketPath,
     isSocketExplicit: true,
-    namespace: 'k8s.io',
-    session: (client, signal) => store.session(client, signal)
+    namespace: init.namespace ?? 'k8s.io'
   })
   const store = new ContainerdStore({ log, supervisor }, {
     contentPath: init.contentPath ?? ctrd.contentPath,
-    filters: (init.filters ?? []).map((f) => regexFilter(f))
+    filters: (init.filters ?? []).map((f) => regexFilter(f)),
+    ...(init.retainIndexMs === undefined ? {} : { retainIndexMs: init.retainIndexMs })
   })
   const changes: StoreChange[] = []
   store.subscribe((change) => { changes.push(change) })
   supervisor.start()
-  await waitFor(() => store.readiness().isReady, { timeoutMs: 15_000, what: 'containerd store to be ready' })
+  if (init.isReadyAwaited !== false) await waitFor(() => store.readiness().isReady, { timeoutMs: 15_000, what: 'containerd store to be ready' })
   return { store, supervisor, changes, logs, stop: () => supervisor.stop() }
+}
+
+/** Fails (instead of hanging the file) when `promise` has not settled after `ms`: a hang is the bug looked for. */
+async function settlesWithin<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`${what} did not settle within ${ms} ms`)) }, ms) })
+  try {
+    return await Promise.race([promise, expired])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+async function sha256Of (stream: Readable): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const chunk of stream) hash.update(chunk as Buffer)
+  return `sha256:${hash.digest('hex')}`
 }
 
 describe('containerd store', { skip }, () => {
@@ -210,22 +241,186 @@ describe('containerd store', { skip }, () => {
     }
   })
 
-  it('fails fast with StoreUnavailableError while containerd is down, and recovers', async () => {
+  it('keeps serving its index from disk while containerd restarts, and withdraws nothing', async () => {
     const other = await startContainerd()
     try {
       await other.importImage(app.archivePath!)
-      const h = await openStore(other)
+      // A window far longer than this test, so load cannot end it early.
+      const h = await openStore(other, { retainIndexMs: 10 * 60_000 })
+      try {
+        const keysBefore = [...h.store.keys()].sort()
+        const changesBefore = h.changes.length
+        await other.kill()
+        await waitFor(() => h.supervisor.state().name === 'unavailable', { timeoutMs: 15_000, what: 'the supervisor to notice containerd is gone' })
+        // Not ready at once, and says why; but everything advertised is still on disk and served.
+        const readiness = h.store.readiness()
+        assert.equal(readiness.isReady, false)
+        assert.match(readiness.reason ?? '', /^containerd: .*; still serving its last index from disk$/)
+        assert.deepEqual([...h.store.keys()].sort(), keysBefore)
+        assert.equal(await h.store.resolve('example.test/store/app:1.0'), app.top.digest)
+        assert.deepEqual(await h.store.stat(app.top.digest), { digest: app.top.digest, sizeBytes: app.top.size, mediaType: OCI_MANIFEST })
+        const layer = app.platforms[0]!.layers[1]!
+        assert.equal(await sha256Of(await h.store.open(layer.digest)), layer.digest)
+        // Only what needs containerd fails, and fast.
+        await assert.rejects(h.store.stat(`sha256:${'e'.repeat(64)}`), StoreUnavailableError)
+        await assert.rejects(h.store.resolve('example.test/store/unknown:1'), StoreUnavailableError)
+
+        await other.start()
+        await waitFor(() => h.changes.slice(changesBefore).some((c) => c.type === 'snapshot'), { timeoutMs: 15_000, what: 'the store to relist after the restart' })
+        assert.deepEqual(h.store.readiness(), { isReady: true })
+        assert.ok(!h.changes.slice(changesBefore).some((c) => c.type === 'snapshot' && c.keys.length === 0), 'no empty snapshot: peers saw no withdrawal')
+        assert.deepEqual([...h.store.keys()].sort(), keysBefore)
+        assert.equal(h.supervisor.reconnects, 1)
+        assert.ok(!h.logs.some((l) => l.event === 'containerd_index_withdrawn'))
+      } finally {
+        await h.stop()
+      }
+    } finally {
+      await other.dispose()
+    }
+  })
+
+  it('withdraws the index when containerd stays away, fails fast meanwhile, and recovers', async () => {
+    const other = await startContainerd()
+    try {
+      await other.importImage(app.archivePath!)
+      const h = await openStore(other, { retainIndexMs: 300 })
       try {
         await other.kill()
-        await waitFor(() => !h.store.readiness().isReady, { timeoutMs: 10_000, what: 'store to notice containerd is gone' })
-        assert.deepEqual(h.store.keys(), [], 'nothing advertised while containerd is unreachable')
+        await waitFor(() => h.store.keys().length === 0, { timeoutMs: 15_000, what: 'the index to be withdrawn' })
+        const readiness = h.store.readiness()
+        assert.equal(readiness.isReady, false)
+        assert.match(readiness.reason ?? '', /^containerd: /)
+        assert.doesNotMatch(readiness.reason ?? '', /serving/)
         assert.ok(h.changes.some((c) => c.type === 'snapshot' && c.keys.length === 0))
+        assert.ok(h.logs.some((l) => l.event === 'containerd_index_withdrawn'))
         await assert.rejects(h.store.stat(app.top.digest), StoreUnavailableError)
         await assert.rejects(h.store.resolve('example.test/store/app:1.0'), StoreUnavailableError)
         await other.start()
         await waitFor(() => h.store.readiness().isReady, { timeoutMs: 15_000, what: 'store to reconnect' })
         assert.ok(h.store.keys().includes('example.test/store/app:1.0'))
         assert.equal(h.supervisor.reconnects, 1)
+      } finally {
+        await h.stop()
+      }
+    } finally {
+      await other.dispose()
+    }
+  })
+
+  it('backs off when every session fails right after connecting (rejected subscribe, listing error)', async () => {
+    // containerd answers Version, then rejects this namespace in Subscribe's filter and in List.
+    const h = await openStore(ctrd, { namespace: 'Bad Namespace', isReadyAwaited: false })
+    try {
+      const lost = await waitFor(() => {
+        const lines = h.logs.filter((l) => l.event === 'containerd_disconnected')
+        return lines.length >= 4 ? lines : undefined
+      }, { timeoutMs: 30_000, what: 'four failed sessions' })
+      // The backoff keeps counting instead of restarting at every successful dial.
+      assert.deepEqual(lost.slice(0, 4).map((l) => l.attempt), [1, 2, 3, 4])
+      // Each redial waited at least the lower edge of its jittered delay (100, 200, 400 ms, half jitter).
+      const elapsedMs = Number(lost[3]!.receivedMs) - Number(lost[0]!.receivedMs)
+      assert.ok(elapsedMs >= 50 + 100 + 200, `four sessions in ${elapsedMs} ms`)
+      // One warning for the cause; the repeats are debug.
+      assert.deepEqual(lost.slice(0, 4).map((l) => l.level), ['WARN', 'DEBUG', 'DEBUG', 'DEBUG'])
+      assert.match(String(lost[0]!.reason), /namespace/)
+      const readiness = h.store.readiness()
+      assert.equal(readiness.isReady, false)
+      assert.match(readiness.reason ?? '', /^containerd: /)
+      assert.equal(h.supervisor.reconnects, 0, 'a session that fails at once is no reconnect')
+    } finally {
+      await h.stop()
+    }
+  })
+
+  it('ends the session of a frozen containerd in gRPC mode: reads are cancelled, the state flips, nothing hangs', async () => {
+    const other = await startContainerd()
+    const big = await buildImage(path.join(workDir, 'big'), 'example.test/store/big:1', [8 * 1024 * 1024])
+    let pid: number | undefined
+    try {
+      await other.importImage(big.archivePath!)
+      const h = await openStore(other, { contentPath: path.join(workDir, 'not-a-content-dir') })
+      try {
+        assert.equal(h.store.contentDirectory(), undefined)
+        const layer = big.platforms[0]!.layers[0]!
+        // A blob stream through gRPC, read a little, then containerd freezes under it.
+        const stream = await h.store.open(layer.digest)
+        let isEnded = false
+        stream.once('error', () => { isEnded = true })
+        stream.once('close', () => { isEnded = true })
+        const first = await new Promise<Buffer>((resolve) => { stream.once('data', resolve) })
+        stream.pause()
+        assert.ok(first.length > 0)
+        const client = h.supervisor.client()!
+        pid = other.pid
+        assert.ok(pid !== undefined)
+        process.kill(pid, 'SIGSTOP')
+
+        // client.read honours its deadline and its signal, like the unary calls.
+        await settlesWithin(assert.rejects(async () => { for await (const _ of client.read(layer.digest, 0, 0, { timeoutMs: 300 })) { /* frozen: nothing comes */ } }, { code: grpc.status.DEADLINE_EXCEEDED }),
+          10_000, 'a read with a deadline on a frozen containerd')
+        const reader = new AbortController()
+        const cancelled = assert.rejects(async () => { for await (const _ of client.read(layer.digest, 0, 0, { signal: reader.signal })) { /* frozen */ } }, { code: grpc.status.CANCELLED })
+        reader.abort()
+        await settlesWithin(cancelled, 10_000, 'a cancelled read on a frozen containerd')
+
+        // The health check ends the session; in gRPC mode nothing can be served, so nothing is retained.
+        await waitFor(() => h.supervisor.state().name === 'unavailable', { timeoutMs: 30_000, what: 'the frozen containerd to be noticed' })
+        assert.match(h.supervisor.state().reason ?? '', /stopped answering/)
+        await waitFor(() => !h.store.readiness().isReady && h.store.keys().length === 0, { timeoutMs: 5000, what: 'the index to be withdrawn' })
+        // The open stream ended with the session instead of waiting on containerd forever.
+        stream.resume()
+        await waitFor(() => isEnded, { timeoutMs: 10_000, what: 'the open gRPC stream to end with the session' })
+        assert.ok(stream.destroyed)
+        await assert.rejects(h.store.stat(layer.digest), StoreUnavailableError)
+
+        process.kill(pid, 'SIGCONT')
+        pid = undefined
+        await waitFor(() => h.store.readiness().isReady, { timeoutMs: 30_000, what: 'the store to recover after the thaw' })
+        assert.equal(await sha256Of(await h.store.open(layer.digest)), layer.digest)
+      } finally {
+        await h.stop()
+      }
+    } finally {
+      if (pid !== undefined) process.kill(pid, 'SIGCONT')
+      await other.dispose()
+    }
+  })
+
+  it('serves content whose manifest gives it an unusable media type, as application/octet-stream', async () => {
+    const other = await startContainerd()
+    try {
+      // A manifest whose layer type carries a control character and a character above U+00FF:
+      // as a Content-Type, either makes Node's writeHead throw.
+      const base = await buildImage(path.join(workDir, 'badtype'), 'example.test/store/badtype:1', [4096])
+      const layer = base.platforms[0]!.layers[0]!
+      const config = base.platforms[0]!.config
+      const manifest = Buffer.from(JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config,
+        layers: [{ ...layer, mediaType: 'application/vnd.oci.image.layer.v1.tar\u0001\u0131' }]
+      }))
+      const manifestDigest = `sha256:${createHash('sha256').update(manifest).digest('hex')}`
+      await fs.writeFile(base.blobPath(manifestDigest), manifest)
+      await fs.writeFile(path.join(base.layoutDir, 'index.json'), JSON.stringify({
+        schemaVersion: 2,
+        manifests: [{ mediaType: OCI_MANIFEST, digest: manifestDigest, size: manifest.length, annotations: { 'io.containerd.image.name': 'example.test/store/badtype:1' } }]
+      }))
+      const archive = path.join(workDir, 'badtype', 'bad.tar')
+      const tar = await run('tar', ['-C', base.layoutDir, '-cf', archive, '.'])
+      assert.equal(tar.code, 0, tar.stderr)
+      // No unpack: containerd would refuse to unpack an unknown layer type, but keeps the content.
+      await other.ctr(['images', 'import', '--no-unpack', archive])
+      const h = await openStore(other)
+      try {
+        assert.ok(h.store.keys().includes(layer.digest), 'the layer is indexed')
+        const described = await h.store.stat(layer.digest)
+        assert.equal(described.mediaType, 'application/octet-stream')
+        for (const key of h.store.keys().filter((k) => k.startsWith('sha256:'))) {
+          assert.ok(isValidMediaType((await h.store.stat(key)).mediaType), key)
+        }
+        assert.equal(await sha256Of(await h.store.open(layer.digest)), layer.digest)
       } finally {
         await h.stop()
       }

@@ -14,10 +14,11 @@ import { containerdSkipReason, startContainerd } from '../helpers/containerd.js'
 import type { ContainerdInstance } from '../helpers/containerd.js'
 import { buildImage, MIN_LAYER_BYTES } from '../helpers/image.js'
 import { run } from '../helpers/net.js'
+import { generatePskFile } from '../../src/routing/p2p/psk.js'
 
 const ALL_IDS = [
   'socket', 'socket-permissions', 'selinux', 'containerd', 'containerd-version', 'images',
-  'content-path', 'containerd-config', 'config-path', 'discard-unpacked-layers', 'pull-path', 'hosts-config'
+  'content-path', 'containerd-config', 'config-path', 'discard-unpacked-layers', 'pull-path', 'hosts-config', 'router-psk'
 ]
 const IMAGE_REF = 'docker.io/library/doctor:1.0'
 const REGISTRY_PORT = 5000
@@ -34,6 +35,7 @@ function configFor (c: ContainerdInstance, overrides: Partial<DoctorConfig> = {}
     containerdConfig: c.configFile,
     containerdRegistryConfigPath: c.configPath,
     registryAddr: { host: '', port: REGISTRY_PORT },
+    routerSecretPath: '',
     output: 'text',
     ...overrides
   }
@@ -85,7 +87,7 @@ describe('doctor against a healthy containerd', { skip }, () => {
     assert.equal(checkLines.length, ALL_IDS.length, out)
     assert.ok(checkLines.every((l) => l.startsWith('[PASS]') || l.startsWith('[WARN]')), out)
     assert.match(out, new RegExp(`^\\[PASS\\] containerd socket +${c.socketPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is a socket`, 'm'))
-    assert.match(lines.at(-1) ?? '', /^12 checks: .*0 failed, 0 skipped: this node is ready for spegel$/)
+    assert.match(lines.at(-1) ?? '', /^13 checks: .*0 failed, 0 skipped: this node is ready for spegel$/)
   })
 
   it('passes the checks that a healthy node must pass, with what it found', async () => {
@@ -136,6 +138,36 @@ describe('doctor against a healthy containerd', { skip }, () => {
     }
   })
 
+  it('warns about a router without a pre-shared key, passes a valid key and fails one the registry would refuse', async () => {
+    const keys = await mkdtemp(path.join(os.tmpdir(), 'doctor-psk-'))
+    try {
+      const none = byId(await runChecks(configFor(c)), 'router-psk')
+      assert.equal(none.status, 'warn')
+      assert.match(none.detail, /no --router-secret-path/)
+      assert.match(none.fix ?? '', /--router-secret-path .*ROUTER_SECRET_PATH/)
+      const warned = await doctor(configFor(c))
+      assert.equal(warned.code, 0, 'a warning does not fail doctor')
+      assert.match(warned.out, /^\[WARN\] router pre-shared key +no --router-secret-path/m)
+
+      const good = path.join(keys, 'router.psk')
+      await generatePskFile(good)
+      const valid = byId(await runChecks(configFor(c, { routerSecretPath: good })), 'router-psk')
+      assert.equal(valid.status, 'pass', valid.detail)
+
+      const bad = path.join(keys, 'bad.psk')
+      await writeFile(bad, '/key/swarm/psk/1.0.0/\n/base16/\nnot-hex\n')
+      for (const [file, why] of [[bad, /64-digit hex key/], [path.join(keys, 'missing.psk'), /cannot be read/]] as const) {
+        const check = byId(await runChecks(configFor(c, { routerSecretPath: file })), 'router-psk')
+        assert.equal(check.status, 'fail')
+        assert.match(check.detail, why)
+        assert.ok(check.detail.includes(file), check.detail)
+      }
+      assert.equal((await doctor(configFor(c, { routerSecretPath: bad }))).code, 1)
+    } finally {
+      await rm(keys, { recursive: true, force: true })
+    }
+  })
+
   it('prints JSON with ok and every check id', async () => {
     const { code, out } = await doctor(configFor(c, { output: 'json' }))
     assert.equal(code, 0)
@@ -170,6 +202,7 @@ describe('doctor with a socket that does not exist', () => {
       containerdConfig: path.join(dir, 'config.toml'),
       containerdRegistryConfigPath: path.join(dir, 'certs.d'),
       registryAddr: { host: '', port: REGISTRY_PORT },
+      routerSecretPath: '',
       output: 'text'
     }
     const { code, out } = await doctor(config)

@@ -2,6 +2,7 @@
 // fixed only by restarting the pod. Each case ends with the same process serving again.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
 import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -41,6 +42,17 @@ function assertNoRepeatedUnavailableLogs (logs: readonly LogLine[]): void {
     const b = lines[i]
     assert.notDeepEqual([a?.errno, a?.path, a?.reason], [b?.errno, b?.path, b?.reason], 'a repeated cause was logged twice in a row')
   }
+}
+
+/** SIGTERM, exit 0, and nothing left open that the forced exit had to cut. */
+async function stopCleanly (node: SpegelNode): Promise<void> {
+  const stderr = node.process.stderr
+  const stderrClosed = stderr === null || stderr.closed ? Promise.resolve() : once(stderr, 'close')
+  assert.equal(await node.stop(), 0)
+  await stderrClosed
+  const forced = node.logs.find((l) => l.event === 'exit_forced')
+  assert.equal(forced, undefined, `handles kept the stopped node alive: ${JSON.stringify(forced?.handles)}`)
+  assert.ok(node.logs.some((l) => l.msg === 'exit gracefully'))
 }
 
 describe('founding problem: containerd unreachable never needs a restart', { skip }, () => {
@@ -99,6 +111,9 @@ describe('founding problem: containerd unreachable never needs a restart', { ski
       await ctrd.kill()
       const reason = await node.waitNotReady()
       assert.match(reason, /^containerd: /)
+      // The blobs stay on disk: the node serves its index a few seconds more (a quick containerd
+      // restart costs peers nothing), then withdraws it.
+      await node.waitForLog((l) => l.event === 'containerd_index_withdrawn', 'the index withdrawn', 45_000)
       const miss = await httpRequest(`${node.registryUrl}/v2/founding/app/manifests/1.0?ns=example.test`, { method: 'GET' })
       assert.equal(miss.status, 404, 'fast 404 while containerd is down')
 
@@ -115,6 +130,7 @@ describe('founding problem: containerd unreachable never needs a restart', { ski
       }, { timeoutMs: 10_000, what: 'image imported after the restart to be served' })
       assert.ok(node.isAlive(), 'same process, no restart')
       assert.ok(node.logs.some((l) => l.event === 'containerd_connected' && l.reconnected === true), 'reconnect logged')
+      await stopCleanly(node)
     } finally {
       await node?.stop()
       await ctrd.dispose()
@@ -133,6 +149,7 @@ describe('founding problem: containerd unreachable never needs a restart', { ski
       process.kill(pid, 'SIGSTOP')
       try {
         assert.match(await node.waitNotReady(/stopped answering/, 30_000), /^containerd: /)
+        await node.waitForLog((l) => l.event === 'containerd_index_withdrawn', 'the index withdrawn', 45_000)
         // Still a fast answer for containerd's pulls, never a hang.
         const miss = await httpRequest(`${node.registryUrl}/v2/founding/app/manifests/1.0?ns=example.test`, { method: 'HEAD', timeoutMs: 5000 })
         assert.equal(miss.status, 404)
