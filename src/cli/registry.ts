@@ -1,10 +1,10 @@
-import http from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type http from 'node:http'
 import { once } from 'node:events'
 import { Registry as PromRegistry } from 'prom-client'
 import type { RegistryConfig, HostPort } from '../config/index.js'
 import { ContainerdStore, ContainerdSupervisor } from '../containerd/index.js'
 import { createMux, createServer, type Route } from '../http/index.js'
+import { addressText, closeGracefully, listen } from '../http/lifecycle.js'
 import { buildFilters } from '../oci/index.js'
 import { createLogger, parseLogLevel, type Logger } from '../observability/logger.js'
 import { createMetrics, createMetricsHandler, type RouterMetricsSnapshot } from '../observability/metrics.js'
@@ -22,24 +22,12 @@ import { advertisedRegistryAddress } from './advertise-address.js'
 import { getVersionInfo } from './version.js'
 import { ContainerdConfigCheck } from './containerd-config-check.js'
 
-function listenHost (address: HostPort): string | undefined {
-  return address.host === '' ? undefined : address.host.replace(/^\[(.*)\]$/, '$1')
-}
-
-async function listen (server: http.Server, address: HostPort): Promise<void> {
-  server.listen(address.port, listenHost(address))
-  await Promise.race([
-    once(server, 'listening'),
-    once(server, 'error').then(([err]) => { throw err as Error })
-  ])
-}
-
-function closeServer (server: http.Server): Promise<void> {
-  return new Promise((resolve) => {
-    server.close(() => { resolve() })
-    server.closeIdleConnections()
-  })
-}
+/**
+ * How long blob streams in flight may run on after SIGTERM. Well under Kubernetes' default
+ * 30 s terminationGracePeriodSeconds, so the router's goodbye and a clean exit still happen
+ * before the kubelet's SIGKILL when a slow client is pulling a multi-GiB layer.
+ */
+export const REGISTRY_SHUTDOWN_GRACE_MS = 20_000
 
 /** Everything `spegel registry` runs, built and wired here and nowhere else. */
 export interface RegistryRuntime {
@@ -72,7 +60,7 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
   const configCheck = new ContainerdConfigCheck({ log, registry: promRegistry }, { file: config.containerdConfig, mirrorConfigPath: config.containerdRegistryConfigPath })
 
   let previousState = 'connecting'
-  const supervisor: ContainerdSupervisor = new ContainerdSupervisor({
+  const supervisor = new ContainerdSupervisor({
     log,
     onStateChange: (state) => {
       if (state.name === 'connected' && previousState === 'unavailable') metrics.containerdReconnects.inc()
@@ -84,8 +72,7 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
   }, {
     socketPath: config.containerdSock,
     isSocketExplicit: config.containerdSockExplicit,
-    namespace: config.containerdNamespace,
-    session: (client, signal) => store.session(client, signal)
+    namespace: config.containerdNamespace
   })
   const store = new ContainerdStore({ log, supervisor }, { contentPath: config.containerdContentPath, filters })
 
@@ -188,9 +175,8 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
     return 1
   }
   try {
-    await listen(registryServer, config.registryAddr)
+    const registryPort = (await listen(registryServer, config.registryAddr)).port
     await listen(metricsServer, config.metricsAddr)
-    const registryPort = (registryServer.address() as AddressInfo).port
     registryAddress = advertisedRegistryAddress(config.registryAddr, config.routerAddr, registryPort)
     router = await createP2PRouter({ log }, {
       listen: config.routerAddr,
@@ -208,6 +194,9 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
     store,
     router,
     log,
+    // Tags go out pinned to the digest they name here, so peers trust this node's tag answers
+    // only when they are that digest.
+    tagDigests: () => tagDigestsOf(store.images()),
     onAdvertised: () => { metrics.setAdvertisedCounts(store.advertisedCounts()) }
   })
   log.info({ registry: addressText(registryServer), metrics: addressText(metricsServer), router: router.multiaddrs(), peerId: router.peerId, containerdSock: config.containerdSock }, 'running spegel')
@@ -215,7 +204,16 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
   if (!runtime.shutdown.aborted) await once(runtime.shutdown, 'abort')
   log.info('shutting down')
   stopSync()
-  await Promise.all([closeServer(registryServer), closeServer(metricsServer), router.stop(), mirror.close(), supervisor.stop()])
+  const [registryClose, metricsClose] = await Promise.all([
+    closeGracefully(registryServer, { graceMs: REGISTRY_SHUTDOWN_GRACE_MS }),
+    closeGracefully(metricsServer, { graceMs: REGISTRY_SHUTDOWN_GRACE_MS }),
+    router.stop(),
+    mirror.close(),
+    supervisor.stop()
+  ])
+  if (registryClose.isForced || metricsClose.isForced) {
+    log.warn({ graceMs: REGISTRY_SHUTDOWN_GRACE_MS, registry: registryClose.isForced, metrics: metricsClose.isForced }, 'cut requests still running at the shutdown deadline')
+  }
   log.info('exit gracefully')
   return 0
 }
@@ -226,6 +224,13 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
  * below containerd's patience, and hedged attempts go to other peers meanwhile.
  */
 const MIRROR_INFLIGHT_TIMEOUT_MIN_MS = 1000
+
+/** Tag key (`registry/repository:tag`) → the digest it names, from the store's images. */
+function tagDigestsOf (images: ReadonlyArray<{ registry: string, repository: string, tag?: string, digest: string }>): Map<string, string> {
+  const out = new Map<string, string>()
+  for (const image of images) if (image.tag !== undefined) out.set(`${image.registry}/${image.repository}:${image.tag}`, image.digest)
+  return out
+}
 
 /** The router's figures for the metrics, read at scrape time. */
 function routerMetrics (router: P2PRouter): RouterMetricsSnapshot {
@@ -246,6 +251,8 @@ function routerMetrics (router: P2PRouter): RouterMetricsSnapshot {
     pullsOk: status.counters.pullsOk,
     pullsFailed: status.counters.pullsFailed,
     syncsServed: status.counters.syncsServed,
+    framesRefused: new Map(Object.entries(status.refused)),
+    limitsReached: new Map(Object.entries(status.limited)),
     lastHeardSeconds
   }
 }
@@ -279,10 +286,4 @@ function routerListenText (router: P2PRouter | undefined, configured: HostPort):
   const m = /^\/ip([46])\/([^/]+)\/tcp\/(\d+)/.exec(router?.multiaddrs()[0] ?? '')
   if (m === null) return `${configured.host}:${configured.port}`
   return m[1] === '6' ? `[${m[2]}]:${m[3]}` : `${m[2]}:${m[3]}`
-}
-
-function addressText (server: http.Server): string {
-  const address = server.address()
-  if (address === null || typeof address === 'string') return String(address)
-  return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`
 }

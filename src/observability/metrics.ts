@@ -11,6 +11,10 @@ export const RESPONSE_SIZE_BUCKETS: readonly number[] = Object.freeze(exponentia
  */
 export const MAX_PEER_LABELS = 256
 export const OTHER_LABEL = 'other'
+/** Bound on `reason` values of spegel_router_frames_refused_total. */
+const MAX_REFUSAL_REASONS = 16
+/** Bound on `limit` values of spegel_router_limit_reached_total. */
+const MAX_LIMIT_NAMES = 16
 
 /** Where the body bytes of a /v2 response came from, and who asked. */
 export type ServedTo = 'containerd' | 'peer'
@@ -28,6 +32,16 @@ export interface RouterMetricsSnapshot {
   readonly pullsOk: number
   readonly pullsFailed: number
   readonly syncsServed: number
+  /**
+   * Frames and records the router refused, by reason. The router always reports its whole closed
+   * set of reasons (zeros included), so every series exists from the first scrape.
+   */
+  readonly framesRefused?: ReadonlyMap<string, number>
+  /**
+   * Times each limit on what peers can make the router hold or do was reached, by limit; like
+   * framesRefused, the router reports its whole closed set (zeros included).
+   */
+  readonly limitsReached?: ReadonlyMap<string, number>
   /** Seconds since each other node was last heard of, by peer id. */
   readonly lastHeardSeconds: ReadonlyMap<string, number>
 }
@@ -167,6 +181,8 @@ export function createMetrics (registry: Registry, init: MetricsInit = {}): Metr
   const setPushes = counterMirror<'direction'>()
   const setPulls = counterMirror<'result'>()
   const setSyncs = counterMirror<never>()
+  const setRefused = counterMirror<'reason'>()
+  const setLimited = counterMirror<'limit'>()
   new Counter({
     name: 'spegel_router_pushes_total',
     help: 'Index deltas pushed to peers (out), received (in) and dropped because a peer could not keep up (dropped).',
@@ -199,6 +215,32 @@ export function createMetrics (registry: Registry, init: MetricsInit = {}): Metr
     collect () {
       const s = routerSnapshot()
       if (s !== undefined) setSyncs(this, {}, s.syncsServed)
+    }
+  })
+  new Counter({
+    name: 'spegel_router_frames_refused_total',
+    help: 'Index frames and records refused from peers, by reason (malformed, oversized, unsigned, bad-signature, wrong-sender, bad-address, unverified-address).',
+    labelNames: ['reason'] as const,
+    registers,
+    collect () {
+      const s = routerSnapshot()
+      if (s?.framesRefused === undefined) return
+      let kept = 0
+      // The reasons are the router's closed set; the cap only guards against a router that is not.
+      for (const [reason, count] of s.framesRefused) if (++kept <= MAX_REFUSAL_REASONS) setRefused(this, { reason }, count)
+    }
+  })
+  new Counter({
+    name: 'spegel_router_limit_reached_total',
+    help: 'Times a limit on what peers can make the router hold or do was reached, by limit (index-records, index-keys, record-keys, pull-reply-bytes, pull-reply-records, pulls-served-peer, pulls-served-total, pull-stalled, pull-rate, unknown-origins).',
+    labelNames: ['limit'] as const,
+    registers,
+    collect () {
+      const s = routerSnapshot()
+      if (s?.limitsReached === undefined) return
+      let kept = 0
+      // The limits are the router's closed set; the cap only guards against a router that is not.
+      for (const [limit, count] of s.limitsReached) if (++kept <= MAX_LIMIT_NAMES) setLimited(this, { limit }, count)
     }
   })
   new Gauge({

@@ -504,7 +504,7 @@ describe('mirror: serving from peers', () => {
   it('serves a manifest by tag with exactly the type, length and digest headers', async () => {
     const node = await startNode()
     const good = await contentPeer('good')
-    node.hold(TAG, good.peer)
+    node.hold(TAG, { ...good.peer, digest: C.index.digest })
     const res = await getAndHead(node, manifestPath('latest'))
     assert.equal(res.status, 200)
     assert.deepEqual(res.body, C.indexBytes)
@@ -667,7 +667,7 @@ describe('mirror: broken streams', () => {
     }, quiet)
     cleanups.push(async () => { await liar.close() })
     const good = await contentPeer('good')
-    node.hold(TAG, { id: 'liar', registryAddress: `127.0.0.1:${liar.port}` }, good.peer)
+    node.hold(TAG, { id: 'liar', registryAddress: `127.0.0.1:${liar.port}`, digest: C.index.digest }, { ...good.peer, digest: C.index.digest })
     const res = await withDeadline(fetch(node.port, manifestPath('latest')), 'GET')
     assert.equal(res.status, 200)
     assert.deepEqual(res.body, C.indexBytes)
@@ -676,6 +676,28 @@ describe('mirror: broken streams', () => {
     await node.capture.find((l) => l.msg === 'peer served a manifest that does not match its digest' && l.peer === 'liar' && l.level === 'WARN')
     assert.equal((await withDeadline(fetch(node.port, manifestPath('latest')), 'GET again')).status, 200)
     assert.equal(asked, 1, 'the liar is not asked again for that tag')
+  })
+
+  it('trusts a tag answer only from a peer that pinned the tag, and only when it is the pinned digest', async () => {
+    const node = await startNode()
+    const unpinned = await contentPeer('unpinned')
+    const otherDigest = await contentPeer('other-digest')
+    const good = await contentPeer('good')
+    // `other-digest` serves the real index, but its record names another digest for the tag.
+    node.hold(TAG, unpinned.peer, { ...otherDigest.peer, digest: C.manifest.digest }, { ...good.peer, digest: C.index.digest })
+    const res = await getAndHead(node, manifestPath('latest'))
+    assert.equal(res.status, 200)
+    assert.deepEqual(res.body, C.indexBytes)
+    assert.equal(unpinned.requests.length, 0, 'a peer without a pinned digest is never asked for the tag')
+    assert.ok(node.mirror.badPeers.has(TAG, 'other-digest'))
+    await node.capture.find((l) => l.msg === 'peer answered a tag with another digest than its record names' && l.peer === 'other-digest')
+    // A registry address that is not IP:port is never turned into a request.
+    const named = await contentPeer('named')
+    const fresh = await startNode({}, undefined)
+    fresh.hold(C.lorem.digest, { id: 'named', registryAddress: `localhost:${named.peer.registryAddress.split(':')[1] ?? ''}` }, good.peer)
+    const blob = await withDeadline(fetch(fresh.port, blobPath(C.lorem.digest)), 'GET blob')
+    assert.equal(blob.status, 200)
+    assert.equal(named.requests.length, 0)
   })
 
   it('cancels the peer request when the client goes away mid-stream', async () => {

@@ -100,8 +100,12 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
   const badPeers = new BadPeers(init.badPeerTtlMs === undefined ? {} : { ttlMs: init.badPeerTtlMs })
   const load = new PeerLoad()
 
-  /** Feeds the pool from the router in the background; lookups are local reads, but need not be. */
-  function startLookup (key: string, pool: PeerPool, signal: AbortSignal): void {
+  /**
+   * Feeds the pool from the router in the background; lookups are local reads, but need not be.
+   * With `isByTag`, only peers whose record names a digest for the tag are taken (tag trust,
+   * see attempt()).
+   */
+  function startLookup (key: string, isByTag: boolean, pool: PeerPool, signal: AbortSignal): void {
     const started = performance.now()
     let isObserved = false
     const observe = (): void => {
@@ -113,6 +117,8 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
       let count = 0
       for await (const peer of router.lookup(key, { signal, limit: MAX_CANDIDATES + badPeers.count(key) })) {
         if (badPeers.has(key, peer.id)) continue
+        // Tag trust: a peer that did not pin the tag to a digest has only its word for the answer.
+        if (isByTag && peer.digest === undefined) continue
         observe()
         pool.add(peer)
         if (++count >= MAX_CANDIDATES) break
@@ -143,6 +149,15 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
       throw err
     }
     response.body.once('close', done)
+    // Tag trust: an answer by tag counts only when it is the digest the peer's signed record names
+    // for the tag (for a HEAD, its Docker-Content-Digest; for a GET, the bytes hash to it below).
+    // Anything else is treated as a corrupt peer.
+    if (isTagRequest(request) && response.descriptor.digest !== peer.digest) {
+      discardBody(response.body)
+      badPeers.add(key, peer.id)
+      log.warn({ peer: peer.id, address: peer.registryAddress, ref: key, digest: peer.digest, actual: response.descriptor.digest }, 'peer answered a tag with another digest than its record names')
+      throw new DigestMismatchError(peer.digest ?? '(none)', response.descriptor.digest, [peer.id])
+    }
     if (request.method === 'HEAD') {
       await response.body.dump({ signal, limit: 64 * 1024 })
       return { response }
@@ -194,7 +209,7 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
     const content = requestContent(request)
     const pool = new PeerPool({ score: (peer) => load.score(peer.id), ...(init.random === undefined ? {} : { random: init.random }) })
     const lookup = new AbortController()
-    startLookup(request.key, pool, AbortSignal.any([signal, lookup.signal]))
+    startLookup(request.key, isTagRequest({ content }), pool, AbortSignal.any([signal, lookup.signal]))
     try {
       let first: RaceResult<Fetched>
       try {
@@ -324,6 +339,11 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
     hedger,
     badPeers
   })
+}
+
+/** A manifest asked for by tag (no digest): its answer is a claim about what the tag names. */
+function isTagRequest (request: Pick<PeerRequest, 'content'>): boolean {
+  return request.content.kind === 'manifest' && request.content.digest === undefined
 }
 
 function requestContent (request: DistributionRequest): PeerRequest['content'] {

@@ -3,7 +3,7 @@ import {
   MANIFEST_MEDIA_TYPES, MEDIA_TYPE_OCTET_STREAM, distributionRequestPath, isDigest, rangeHeaderValue,
   type DistributionRequest, type RangeSpec, type ResolvedRange
 } from '../oci/index.js'
-import type { Peer } from '../routing/index.js'
+import { parseRegistryAddress, type Peer } from '../routing/index.js'
 import type { Descriptor } from '../store/index.js'
 import { MIRRORED_HEADER } from './handler.js'
 
@@ -108,7 +108,13 @@ export interface PeerResponse {
  * one asked for or an unusable size is a failure, never something passed on to containerd.
  */
 export async function fetchFromPeer (peer: Peer, req: PeerRequest, options: PeerFetchOptions): Promise<PeerResponse> {
-  const url = `http://${peer.registryAddress}${distributionRequestPath(req.content)}`
+  // Only an IP:port ever becomes a URL, and only such a request carries the Authorization
+  // header: a hostname, a path or a metadata address in a peer's record would aim this request,
+  // and the cluster's credentials, somewhere else. The router refuses such records; this is the
+  // last line, for any Router.
+  const address = parseRegistryAddress(peer.registryAddress)
+  if (address === undefined) throw new PeerFetchError(peer, `registry address ${JSON.stringify(peer.registryAddress)} is not a usable IP:port; not asked`)
+  const url = `http://${address.hostPort}${distributionRequestPath(req.content)}`
   const headers: Record<string, string> = {
     [MIRRORED_HEADER]: 'true',
     'user-agent': 'spegel',

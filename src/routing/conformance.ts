@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as delay } from 'node:timers/promises'
+import { pinTag } from './tag-key.js'
 import type { LookupOptions, Peer, Router } from './types.js'
 
 /** What a Router implementation hands the conformance suite. */
@@ -87,7 +88,21 @@ export function routerConformance (name: string, setup: () => Promise<RouterConf
       for (const key of [digest, tag]) {
         const peers = await waitLookup(at(1), key, (p) => p.length > 0, `router 1 to find router 0's ${key}`)
         assert.deepEqual(peers.map((p) => ({ id: p.id, registryAddress: p.registryAddress })), [self(0)])
+        assert.equal(peers[0]?.digest, undefined, 'a key advertised without a pin carries no digest')
       }
+    })
+
+    it('finds a pinned tag under the tag, with the digest it names; a new pin replaces the old one', async () => {
+      const [d1, d2] = [randomDigest(), randomDigest()]
+      const tag = `example.com/team/pinned-${randomBytes(4).toString('hex')}:v1`
+      at(0).advertise([pinTag(tag, d1)])
+      const peers = await waitLookup(at(1), tag, (p) => p.length > 0, 'router 1 to find the pinned tag')
+      assert.deepEqual(peers.map((p) => ({ ...p })), [{ ...self(0), digest: d1 }])
+      at(0).advertise([pinTag(tag, d2)])
+      await waitLookup(at(1), tag, (p) => p.length === 1 && p[0]?.digest === d2, 'the new pin to replace the old one')
+      assert.deepEqual(await collect(at(1), pinTag(tag, d2)), [], 'the pinned form is not a key of its own')
+      at(0).withdraw([tag])
+      await waitLookup(at(1), tag, (p) => p.length === 0, 'the withdrawn tag to disappear')
     })
 
     it('treats keys as opaque strings (case, unicode, digest look-alikes)', async () => {

@@ -1,3 +1,4 @@
+import { splitPinnedKey } from './tag-key.js'
 import type { LookupOptions, Peer, Router, RouterReadiness } from './types.js'
 
 /**
@@ -87,15 +88,18 @@ export class MemoryRouter implements Router {
     }
   }
 
+  /** A pinned tag (`…:tag@<digest>`) is held under the tag, and its lookups carry the digest. */
   advertise (keys: readonly string[]): void {
-    for (const key of keys) {
+    for (const advertised of keys) {
+      const { key, digest } = splitPinnedKey(advertised)
       this.#advertised.add(key)
-      this.network.add(key, this.#self)
+      this.network.add(key, digest === undefined ? this.#self : Object.freeze({ ...this.#self, digest }))
     }
   }
 
   withdraw (keys: readonly string[]): void {
-    for (const key of keys) {
+    for (const advertised of keys) {
+      const { key } = splitPinnedKey(advertised)
       this.#advertised.delete(key)
       this.network.delete(key, this.#self.id)
     }
@@ -106,7 +110,7 @@ export class MemoryRouter implements Router {
     this.advertise(keys)
   }
 
-  /** Keys this node currently advertises. */
+  /** Keys this node currently advertises (tags without their pinned digest). */
   advertisedKeys (): readonly string[] {
     return [...this.#advertised]
   }
@@ -129,11 +133,11 @@ export class LocalOnlyRouter implements Router {
   }
 
   advertise (keys: readonly string[]): void {
-    for (const key of keys) this.#advertised.add(key)
+    for (const key of keys) this.#advertised.add(splitPinnedKey(key).key)
   }
 
   withdraw (keys: readonly string[]): void {
-    for (const key of keys) this.#advertised.delete(key)
+    for (const key of keys) this.#advertised.delete(splitPinnedKey(key).key)
   }
 
   replaceAll (keys: readonly string[]): void {

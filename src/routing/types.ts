@@ -6,8 +6,13 @@ export interface RouterReadiness {
 /** A peer that advertised a key: where its registry listens. */
 export interface Peer {
   readonly id: string
-  /** `host:port` of the peer's registry (IPv6 hosts in brackets). */
+  /** `IP:port` of the peer's registry (IPv6 in brackets); never a hostname. */
   readonly registryAddress: string
+  /**
+   * For a tag advertised pinned (`registry/repository:tag@<digest>`): the digest the peer says the
+   * tag names. A tag answer from this peer is worth something only when it is this digest.
+   */
+  readonly digest?: string
 }
 
 export interface LookupOptions {
@@ -19,6 +24,10 @@ export interface LookupOptions {
 /**
  * Finds which peers hold a key (digest or `registry/repository:tag`) and tells peers
  * which keys this node holds. Never returns this node itself.
+ *
+ * Keys are opaque strings, with one form a router understands: a tag advertised as
+ * `registry/repository:tag@<digest>` (see pinTag) is held under the tag, and lookups of the tag
+ * yield peers carrying that digest. `withdraw` takes the tag with or without its digest.
  */
 export interface Router {
   readonly name: string

@@ -16,9 +16,9 @@ import { waitFor } from '../helpers/wait.js'
 const log = createLogger({ level: (process.env.ROUTER_TEST_LOG_LEVEL ?? 'warn') as 'warn' })
 
 /** Fast liveness for tests that need a dead node to expire; deadlines below stay generous. */
-const FAST = { heartbeatIntervalMs: 200, expiryMs: 2_000, syncIntervalMs: 1_000 }
+const FAST = { heartbeatIntervalMs: 200, expiryMs: 2_000, pullIntervalMs: 1_000 }
 /** Slow liveness: anything that happens within a test's deadline cannot be explained by expiry or periodic sync. */
-const SLOW = { heartbeatIntervalMs: 60_000, expiryMs: 120_000, syncIntervalMs: 60_000 }
+const SLOW = { heartbeatIntervalMs: 60_000, expiryMs: 120_000, pullIntervalMs: 60_000 }
 
 let nextHost = 50
 /** A fresh loopback address per node, so nodes never share a listen address across tests. */
@@ -98,8 +98,9 @@ routerConformance('P2PRouter (3 nodes, one process)', async () => {
 
 describe('P2PRouter', () => {
   it('is not ready before bootstrap, and a lone node is a ready one-node cluster', async () => {
+    const h = host()
     const router = await createP2PRouter({ log }, {
-      listen: { host: host(), port: 0 }, dataDir: '', secretPath: '', registryAddress: '127.0.0.1:5000', bootstrapper: staticBootstrapper([])
+      listen: { host: h, port: 0 }, dataDir: '', secretPath: '', registryAddress: `${h}:5000`, bootstrapper: staticBootstrapper([])
     })
     assert.deepEqual(router.readiness(), { isReady: false, reason: 'bootstrapping' })
     running.add(router)
@@ -236,6 +237,14 @@ describe('P2PRouter', () => {
     await assert.rejects(createP2PRouter({ log }, {
       listen: { host: host(), port: 0 }, dataDir: dir, secretPath: '', registryAddress: '127.0.0.1:5000', bootstrapper: staticBootstrapper([])
     }), (err: Error) => err.name === 'ConfigError' && err.message.includes(keyFile))
+  })
+
+  it('refuses to start with a registry address that is not a usable IP:port', async () => {
+    for (const registryAddress of ['registry.local:5000', '169.254.169.254:80', '127.0.0.1:5000/v2']) {
+      await assert.rejects(createP2PRouter({ log }, {
+        listen: { host: host(), port: 0 }, dataDir: '', secretPath: '', registryAddress, bootstrapper: staticBootstrapper([])
+      }), (err: Error) => err.name === 'ConfigError' && err.message.includes(registryAddress), registryAddress)
+    }
   })
 
   it('with a pre-shared key, only nodes holding the key can join', async (t) => {

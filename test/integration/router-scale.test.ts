@@ -44,6 +44,7 @@ interface Status {
   records: number
   keys: number
   origins: string[]
+  unproven?: string[]
   probeFound: number
   rssBytes: number
   cpu: { user: number, system: number }
@@ -149,6 +150,8 @@ it(`${N} router processes converge to the full index, and a killed node disappea
       index: n.index,
       missing: nodes.filter((o) => o !== n && !(n.latest?.origins ?? []).includes(o.peerId)).map((o) => o.index),
       keys: n.latest?.keys,
+      unproven: (n.latest?.unproven ?? []).map((id) => nodes.find((o) => o.peerId === id)?.index),
+      probeFound: n.latest?.probeFound,
       ready: n.latest?.ready,
       peers: n.latest?.peers,
       counters: n.latest?.counters,

@@ -1,17 +1,29 @@
 /**
  * Heap cost of the replicated index per (key, node) pair. Records travel through the real
- * codec (as a sync delivers them), then the heap is measured after a full GC.
+ * codec and are signed and verified (as a pull delivers them), then the heap is measured after
+ * a full GC.
  *
  *   npx node --expose-gc dist/test/scale/index-memory.js [nodes=30] [keysPerNode=5000]
  */
 import { randomBytes } from 'node:crypto'
-import { compactKey, decodeSyncResponseFrame, encodeRecordFull, type RecordFull } from '../../src/routing/p2p/codec.js'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import {
+  FrameType, StatementKind, compactKey, compareKeys, decodePullResponse, decodeRecordPayload, encodeRecordFrame, encodeRecordPayload
+} from '../../src/routing/p2p/codec.js'
 import { ContentIndex } from '../../src/routing/p2p/content-index.js'
+import { RecordAuth, checkAddressClaims } from '../../src/routing/p2p/record-auth.js'
 
 const gc = (globalThis as { gc?: () => void }).gc
 if (gc === undefined) throw new Error('run with --expose-gc')
 const nodes = Number(process.argv[2] ?? 30)
 const perNode = Number(process.argv[3] ?? 5000)
+
+const signers = await Promise.all(Array.from({ length: nodes }, async () => {
+  const privateKey = await generateKeyPair('Ed25519')
+  return new RecordAuth({ privateKey }, { selfId: peerIdFromPrivateKey(privateKey).toString() })
+}))
+const verifier = signers[0]!
 
 function measure (name: string, sharedFraction: number, tagFraction: number): void {
   const shared = Array.from({ length: Math.round(perNode * sharedFraction) }, () => `sha256:${randomBytes(32).toString('hex')}`)
@@ -20,13 +32,22 @@ function measure (name: string, sharedFraction: number, tagFraction: number): vo
     const own = Array.from({ length: perNode - shared.length }, (_, i) => i < perNode * tagFraction
       ? `registry.example.com/team-${n}/service-${i}:v1.2.${i}`
       : `sha256:${randomBytes(32).toString('hex')}`)
-    const keys = [...shared, ...own].map(compactKey)
-    frames.push(encodeRecordFull({ origin: `12D3KooW${randomBytes(22).toString('hex')}`.slice(0, 52), epoch: Date.now() * 1000, seq: 1, ageMs: 0, registryAddress: `10.0.${n}.1:5000`, addrs: [`/ip4/10.0.${n}.1/tcp/5001`], keys, keyCount: keys.length }))
+    const keys = [...shared, ...own].map(compactKey).sort(compareKeys)
+    const payload = encodeRecordPayload({ registryAddress: `10.0.${n}.1:5000`, addrs: [`/ip4/10.0.${n}.1/tcp/5001`], keys, keyCount: keys.length, tagDigests: undefined })
+    frames.push(encodeRecordFrame(0, signers[n]!.statement(StatementKind.Record, Date.now() * 1000, 1, payload).bytes))
   }
   gc!()
   const before = process.memoryUsage().heapUsed
   const index = new ContentIndex({ selfId: 'self', expiryMs: 20_000, tombstoneTtlMs: 60_000 })
-  for (const f of frames) index.applyFull([decodeSyncResponseFrame(f) as RecordFull], Date.now())
+  for (const f of frames) {
+    const frame = decodePullResponse(f)
+    if (frame.type !== FrameType.Record || !verifier.verify(frame.statement)) throw new Error('record does not verify')
+    const s = frame.statement
+    const body = decodeRecordPayload(s.payload)
+    const claims = checkAddressClaims(body.registryAddress, body.addrs)
+    if (typeof claims === 'string') throw new Error(claims)
+    index.applyFull([{ origin: s.origin, epoch: s.epoch, seq: s.seq, ageMs: frame.ageMs, body, claims, signature: s.signature }], Date.now())
+  }
   frames.length = 0
   gc!()
   const after = process.memoryUsage().heapUsed

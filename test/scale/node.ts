@@ -25,7 +25,7 @@ export interface NodeConfig {
   probeIndex: number
   heartbeatIntervalMs?: number
   expiryMs?: number
-  syncIntervalMs?: number
+  pullIntervalMs?: number
   logLevel?: string
 }
 
@@ -40,7 +40,7 @@ async function main (): Promise<void> {
     bootstrapper: staticBootstrapper(cfg.peers),
     ...(cfg.heartbeatIntervalMs === undefined ? {} : { heartbeatIntervalMs: cfg.heartbeatIntervalMs }),
     ...(cfg.expiryMs === undefined ? {} : { expiryMs: cfg.expiryMs }),
-    ...(cfg.syncIntervalMs === undefined ? {} : { syncIntervalMs: cfg.syncIntervalMs })
+    ...(cfg.pullIntervalMs === undefined ? {} : { pullIntervalMs: cfg.pullIntervalMs })
   })
   const keys = nodeKeys(cfg.index, cfg.keys)
   router.replaceAll(keys)
@@ -66,7 +66,10 @@ async function main (): Promise<void> {
         records: s.records,
         keys: s.keys,
         origins: router.origins(),
+        // Live records whose registry address this node has not proven yet (lookups skip them).
+        unproven: router.peers().filter((p) => p.isAlive && !p.isAddressProven).map((p) => p.id),
         counters: s.counters,
+        refused: s.refused,
         lookupNs: Number(process.hrtime.bigint() - started),
         probeFound: found,
         rssBytes: process.memoryUsage.rss(),

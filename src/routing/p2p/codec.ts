@@ -1,9 +1,19 @@
 /**
- * Wire format of the index protocols. Every frame starts with a type byte; integers are unsigned
- * LEB128 varints (safe up to 2^53), strings are a varint length plus UTF-8, and keys are compact:
- * a `sha256:<64 hex>` digest travels as a 0x00 tag plus its 32 bytes, anything else as a 0x01
- * tag plus a string. Binary rather than JSON because a sync of 30 records of 5,000 digests is
- * 5 MB as JSON and 1 MB like this, and every byte from a peer is checked while decoding.
+ * Wire format of the index protocols (version 2, signed). Every frame starts with a type byte;
+ * integers are unsigned LEB128 varints (safe up to 2^53), strings are a varint length plus UTF-8,
+ * byte strings a varint length plus the bytes. Binary rather than JSON because a pull of 30
+ * records of 5,000 digests is 5 MB as JSON and 1 MB like this, and every byte from a peer is
+ * checked while decoding. docs/p2p-protocol.md describes the frames for readers of the wire.
+ *
+ * Entries (a record's keys, a delta's additions) are compact:
+ * - `0x00` + 32 bytes: a `sha256:<64 hex>` digest;
+ * - `0x01` + string: any other key;
+ * - `0x02` + string + digest entry: a pinned tag, the tag and the digest it names on its origin.
+ * Removals are `0x00`/`0x01` entries (a tag is removed by name).
+ *
+ * What an origin says about itself travels as a signed statement (see record-auth.ts):
+ * `origin, epoch, seq, payload bytes, 64-byte Ed25519 signature`. Relays and pull responses pass
+ * the statement on unchanged; only hop-local hints (ages, version vectors) sit outside it.
  */
 
 export const FrameType = {
@@ -11,22 +21,57 @@ export const FrameType = {
   Heartbeat: 2,
   Goodbye: 3,
   Have: 4,
-  SyncRequest: 10,
-  RecordFull: 11,
+  PullRequest: 10,
+  Record: 11,
   RecordSame: 12,
   RecordGone: 13,
-  SyncEnd: 14
+  PullEnd: 14
 } as const
 export type FrameType = typeof FrameType[keyof typeof FrameType]
 
-/** What the owner changed: a version step with the keys added and removed (compact form). */
-export interface DeltaMessage {
-  type: typeof FrameType.Delta
-  origin: string
-  epoch: number
-  seq: number
-  adds: string[]
+/** What a statement says; part of what is signed, so one kind can never pass for another. */
+export const StatementKind = {
+  /** A whole record at (epoch, seq). */
+  Record: 1,
+  /** The change from seq - 1 to seq. */
+  Delta: 2,
+  /** The origin left at this epoch. */
+  Goodbye: 3
+} as const
+export type StatementKind = typeof StatementKind[keyof typeof StatementKind]
+
+export const SIGNATURE_BYTES = 64
+
+/** A claim its origin signed; `bytes` is the statement exactly as it travels, to relay or serve unchanged. */
+export interface Statement {
+  readonly kind: StatementKind
+  readonly origin: string
+  readonly epoch: number
+  readonly seq: number
+  readonly payload: Uint8Array
+  readonly signature: Uint8Array
+  readonly bytes: Uint8Array
+}
+
+/** The state a Record statement describes. `keys` are compact and, on the wire, strictly ascending. */
+export interface RecordBody {
+  /** As the origin wrote it (checked by record-auth before use). */
+  registryAddress: string
+  /** libp2p multiaddrs the owner listens on (without /p2p), as the origin wrote them. */
+  addrs: string[]
+  keys: string[]
+  /** Compact tag → compact digest, for the pinned tags among `keys`. */
+  tagDigests: Map<string, string>
+}
+
+/** A Delta statement's payload: removals first, then additions, then the origin's signature over the resulting record. */
+export interface DeltaBody {
   removes: string[]
+  adds: string[]
+  /** Pinned tags among `adds`. */
+  tagDigests: Map<string, string>
+  /** Signature over the Record statement at the delta's (epoch, seq), so holders can serve the record later. */
+  recordSignature: Uint8Array
 }
 
 /** What a node last heard of another: the version it holds and how long ago it heard of it. */
@@ -37,13 +82,23 @@ export interface LivenessEntry {
   ageMs: number
 }
 
+export interface VersionEntry {
+  origin: string
+  epoch: number
+  seq: number
+}
+
+export interface DeltaFrame {
+  type: typeof FrameType.Delta
+  statement: Statement
+}
+
 /**
  * "Still here, at this version", plus what the sender knows of everybody else. Sent to direct
- * peers only, never forwarded: liveness spreads through the ages (exact, so a dead node's age
- * keeps growing everywhere), and one frame per link per interval replaces a flood of one frame
- * per node per link.
+ * peers only and never forwarded, so its origin must be the connection's authenticated peer;
+ * the entries about others are hints (see membership.ts for what they may cause).
  */
-export interface HeartbeatMessage {
+export interface HeartbeatFrame {
   type: typeof FrameType.Heartbeat
   origin: string
   epoch: number
@@ -51,48 +106,33 @@ export interface HeartbeatMessage {
   others: LivenessEntry[]
 }
 
-export interface GoodbyeMessage {
+export interface GoodbyeFrame {
   type: typeof FrameType.Goodbye
-  origin: string
-  epoch: number
+  statement: Statement
 }
 
-/**
- * "I now hold these versions", sent to direct peers (not flooded) after a pull changed records,
- * so a record learnt by pulling spreads hop by hop at once instead of at the next heartbeat.
- */
-export interface HaveMessage {
+/** "I now hold these versions", to direct peers after a pull changed records: a hint to pull. */
+export interface HaveFrame {
   type: typeof FrameType.Have
   versions: VersionEntry[]
 }
 
-export type PushMessage = DeltaMessage | HeartbeatMessage | GoodbyeMessage | HaveMessage
+export type PushFrame = DeltaFrame | HeartbeatFrame | GoodbyeFrame | HaveFrame
 
-export interface VersionEntry {
-  origin: string
-  epoch: number
-  seq: number
-}
-
-export interface SyncRequest {
-  type: typeof FrameType.SyncRequest
+export interface PullRequest {
+  type: typeof FrameType.PullRequest
   /** Every record the requester holds, its own included. */
   versions: VersionEntry[]
 }
 
-export interface RecordFull {
-  type: typeof FrameType.RecordFull
-  origin: string
-  epoch: number
-  seq: number
-  /** How long ago the responder last heard of this origin; keeps expiry honest across hops. */
+export interface RecordFrame {
+  type: typeof FrameType.Record
+  /** How long ago the responder last heard of the origin: a hop-local hint, not signed. */
   ageMs: number
-  registryAddress: string
-  addrs: string[]
-  keys: string[]
+  statement: Statement
 }
 
-export interface RecordSame {
+export interface RecordSameFrame {
   type: typeof FrameType.RecordSame
   origin: string
   epoch: number
@@ -100,17 +140,23 @@ export interface RecordSame {
   ageMs: number
 }
 
-export interface RecordGone {
+/** The origin's own signed goodbye, served to a requester that still holds the record. */
+export interface RecordGoneFrame {
   type: typeof FrameType.RecordGone
-  origin: string
-  epoch: number
+  statement: Statement
 }
 
-export interface SyncEnd {
-  type: typeof FrameType.SyncEnd
+export interface PullEndFrame {
+  type: typeof FrameType.PullEnd
+  /**
+   * The server stopped at its per-answer limit (bytes or records) before everything the requester
+   * lacks: the requester pulls again at once for the rest. On the wire, a flag byte after the type
+   * (absent means false).
+   */
+  isCut: boolean
 }
 
-export type SyncResponseFrame = RecordFull | RecordSame | RecordGone | SyncEnd
+export type PullResponseFrame = RecordFrame | RecordSameFrame | RecordGoneFrame | PullEndFrame
 
 export class CodecError extends Error {
   readonly code = 'INDEX_CODEC'
@@ -121,9 +167,16 @@ export class CodecError extends Error {
 }
 
 const DIGEST = /^sha256:[0-9a-f]{64}$/
+/** The OCI digest grammar, for pinned digests of other algorithms (sha256 travels compact). */
+const DIGEST_GRAMMAR = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{1,256}$/
 const DIGEST_TAG = 0
 const STRING_TAG = 1
+const PINNED_TAG = 2
 const MAX_STRING_BYTES = 64 * 1024
+/** Longest `[IPv6]:port`, with room to spare; anything longer is not an address. */
+const MAX_REGISTRY_ADDRESS_BYTES = 64
+const MAX_ADDRS = 16
+const MAX_ADDR_BYTES = 256
 /** Compact digests are one-byte strings (a NUL then 32 latin1 chars): 56 heap bytes instead of 88. */
 const COMPACT_DIGEST_LENGTH = 33
 
@@ -137,10 +190,19 @@ export function compactKey (key: string): string {
 
 /** Back to the string a Store or a registry uses. */
 export function expandKey (compact: string): string {
-  if (compact.length === COMPACT_DIGEST_LENGTH && compact.charCodeAt(0) === 0) {
+  if (isCompactDigest(compact)) {
     return `sha256:${Buffer.from(compact.slice(1), 'latin1').toString('hex')}`
   }
   return compact
+}
+
+function isCompactDigest (k: string): boolean {
+  return k.length === COMPACT_DIGEST_LENGTH && k.charCodeAt(0) === 0
+}
+
+/** The one order of entries in a record, so every holder encodes it to the bytes its origin signed. */
+export function compareKeys (a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
 }
 
 export class Writer {
@@ -189,15 +251,36 @@ export class Writer {
     return this
   }
 
+  /** Raw bytes, no length. */
+  raw (b: Uint8Array): this {
+    this.#reserve(b.byteLength)
+    this.#buf.set(b, this.#pos)
+    this.#pos += b.byteLength
+    return this
+  }
+
+  /** A varint length plus the bytes. */
+  bytes (b: Uint8Array): this {
+    return this.uint(b.byteLength).raw(b)
+  }
+
   /** A compact key (see compactKey). */
   key (k: string): this {
-    if (k.length === COMPACT_DIGEST_LENGTH && k.charCodeAt(0) === 0) {
+    if (isCompactDigest(k)) {
       this.#reserve(COMPACT_DIGEST_LENGTH)
       this.#pos += this.#buf.write(k, this.#pos, 'latin1')
       return this
     }
     this.u8(STRING_TAG)
     return this.string(k)
+  }
+
+  /** A key, or a pinned tag when `tagDigests` names a digest for it. */
+  entry (k: string, tagDigests: ReadonlyMap<string, string> | undefined): this {
+    const digest = tagDigests?.get(k)
+    if (digest === undefined) return this.key(k)
+    this.u8(PINNED_TAG).string(k)
+    return this.key(digest)
   }
 
   keys (ks: Iterable<string>, count: number): this {
@@ -211,6 +294,17 @@ export class Writer {
     return this
   }
 
+  entries (ks: Iterable<string>, count: number, tagDigests: ReadonlyMap<string, string> | undefined): this {
+    this.uint(count)
+    let written = 0
+    for (const k of ks) {
+      this.entry(k, tagDigests)
+      written++
+    }
+    if (written !== count) throw new CodecError(`entry count ${count} does not match ${written} entries`)
+    return this
+  }
+
   strings (ss: readonly string[]): this {
     this.uint(ss.length)
     for (const s of ss) this.string(s)
@@ -218,7 +312,9 @@ export class Writer {
   }
 
   finish (): Uint8Array {
-    // A copy, so the frame does not pin the (possibly much larger) scratch buffer.
+    // A large buffer that is mostly used is handed out as it is (records are hundreds of KB);
+    // otherwise a copy, so the frame does not pin a much larger scratch buffer or a shared pool slab.
+    if (this.#pos >= 64 * 1024 && this.#pos * 4 >= this.#buf.length * 3) return new Uint8Array(this.#buf.buffer, this.#buf.byteOffset, this.#pos)
     return new Uint8Array(this.#buf.subarray(0, this.#pos))
   }
 }
@@ -233,6 +329,10 @@ export class Reader {
 
   get done (): boolean {
     return this.#pos >= this.#buf.length
+  }
+
+  get position (): number {
+    return this.#pos
   }
 
   #need (n: number): void {
@@ -268,6 +368,19 @@ export class Reader {
     return s
   }
 
+  /** `n` raw bytes, as a view into the frame. */
+  raw (n: number): Uint8Array {
+    this.#need(n)
+    const out = this.#buf.subarray(this.#pos, this.#pos + n)
+    this.#pos += n
+    return out
+  }
+
+  /** A varint length plus that many bytes, as a view into the frame. */
+  bytes (): Uint8Array {
+    return this.raw(this.uint())
+  }
+
   key (): string {
     this.#need(1)
     const tag = this.#buf[this.#pos]
@@ -280,25 +393,58 @@ export class Reader {
     if (tag !== STRING_TAG) throw new CodecError(`unknown key tag ${String(tag)}`)
     this.#pos++
     const s = this.string()
-    // A NUL-led string would pass for a compact digest in the index.
-    if (s.length === 0 || s.charCodeAt(0) === 0) throw new CodecError('invalid key string')
+    // A NUL-led string would pass for a compact digest in the index, and a digest in string
+    // form would be a second spelling of a compact one: one key, one encoding.
+    if (s.length === 0 || s.charCodeAt(0) === 0 || (s.length === 71 && DIGEST.test(s))) throw new CodecError('invalid key string')
     return s
   }
 
+  /** A key or a pinned tag; the pin goes into `tagDigests`. */
+  entry (tagDigests: Map<string, string>): string {
+    this.#need(1)
+    if (this.#buf[this.#pos] !== PINNED_TAG) return this.key()
+    this.#pos++
+    const tag = this.string()
+    if (tag.length === 0 || tag.charCodeAt(0) === 0 || (tag.length === 71 && DIGEST.test(tag))) throw new CodecError('invalid pinned tag')
+    const digest = this.key()
+    if (!isCompactDigest(digest) && !DIGEST_GRAMMAR.test(digest)) throw new CodecError('a pinned tag names something that is not a digest')
+    tagDigests.set(tag, digest)
+    return tag
+  }
+
   keys (): string[] {
-    const n = this.uint()
-    // Each key takes at least two bytes, which bounds the count before allocating.
-    if (n * 2 > this.#buf.length - this.#pos) throw new CodecError('key count exceeds frame')
+    const n = this.#count()
     const out = new Array<string>(n)
     for (let i = 0; i < n; i++) out[i] = this.key()
     return out
   }
 
-  strings (maxCount = 64): string[] {
+  /** Entries; with `isSorted`, strictly ascending (compareKeys), which also rules out duplicates. */
+  entries (tagDigests: Map<string, string>, isSorted: boolean): string[] {
+    const n = this.#count()
+    const out = new Array<string>(n)
+    let prev: string | undefined
+    for (let i = 0; i < n; i++) {
+      const k = this.entry(tagDigests)
+      if (isSorted && prev !== undefined && compareKeys(prev, k) >= 0) throw new CodecError('record entries are not in ascending order')
+      out[i] = k
+      prev = k
+    }
+    return out
+  }
+
+  #count (): number {
+    const n = this.uint()
+    // Each key takes at least two bytes, which bounds the count before allocating.
+    if (n * 2 > this.#buf.length - this.#pos) throw new CodecError('key count exceeds frame')
+    return n
+  }
+
+  strings (maxCount: number, maxBytes: number): string[] {
     const n = this.uint()
     if (n > maxCount) throw new CodecError(`${n} strings is too many`)
     const out: string[] = []
-    for (let i = 0; i < n; i++) out.push(this.string(1024))
+    for (let i = 0; i < n; i++) out.push(this.string(maxBytes))
     return out
   }
 
@@ -313,61 +459,179 @@ export class Reader {
   }
 }
 
-export function encodePush (m: PushMessage): Uint8Array {
-  if (m.type === FrameType.Have) {
-    const w = new Writer(16 + m.versions.length * 72)
-    w.u8(m.type)
-    writeVersions(w, m.versions)
-    return w.finish()
-  }
-  const w = new Writer(m.type === FrameType.Delta ? 64 + (m.adds.length + m.removes.length) * 34 : m.type === FrameType.Heartbeat ? 96 + m.others.length * 72 : 96)
-  w.u8(m.type).string(m.origin).uint(m.epoch)
-  switch (m.type) {
-    case FrameType.Delta:
-      w.uint(m.seq).keys(m.adds, m.adds.length).keys(m.removes, m.removes.length)
-      break
-    case FrameType.Heartbeat:
-      w.uint(m.seq).uint(m.others.length)
-      for (const o of m.others) w.string(o.origin).uint(o.epoch).uint(o.seq).uint(Math.max(0, Math.round(o.ageMs)))
-      break
-    case FrameType.Goodbye:
-      break
-  }
+// ---- statements ----
+
+/** A statement's wire form (the kind is implied by the frame that carries it). */
+export function encodeStatement (s: Omit<Statement, 'bytes'>): Uint8Array {
+  if (s.signature.byteLength !== SIGNATURE_BYTES) throw new CodecError('a signature is 64 bytes')
+  const w = new Writer(Buffer.byteLength(s.origin) + 40 + s.payload.byteLength + SIGNATURE_BYTES)
+  w.string(s.origin).uint(s.epoch).uint(s.seq).bytes(s.payload).raw(s.signature)
   return w.finish()
 }
 
-export function decodePush (bytes: Uint8Array): PushMessage {
-  const r = new Reader(bytes)
-  const type = r.u8()
-  if (type === FrameType.Have) {
-    const versions = readVersions(r)
-    r.end()
-    return { type: FrameType.Have, versions }
-  }
+/** Reads a statement that runs to the end of the frame; `bytes` is a view into the frame. */
+function readStatement (r: Reader, frame: Uint8Array, kind: StatementKind): Statement {
+  const start = r.position
   const origin = r.origin()
   const epoch = r.uint()
-  let m: PushMessage
+  const seq = r.uint()
+  const payload = r.bytes()
+  const signature = r.raw(SIGNATURE_BYTES)
+  r.end()
+  return { kind, origin, epoch, seq, payload, signature, bytes: frame.subarray(start) }
+}
+
+export function encodeRecordPayload (body: { registryAddress: string, addrs: readonly string[], keys: Iterable<string>, keyCount: number, tagDigests: ReadonlyMap<string, string> | undefined }): Uint8Array {
+  const w = new Writer(128 + body.keyCount * 34)
+  w.string(body.registryAddress).strings(body.addrs).entries(body.keys, body.keyCount, body.tagDigests)
+  return w.finish()
+}
+
+export function decodeRecordPayload (payload: Uint8Array): RecordBody {
+  const r = new Reader(payload)
+  const registryAddress = r.string(MAX_REGISTRY_ADDRESS_BYTES)
+  const addrs = r.strings(MAX_ADDRS, MAX_ADDR_BYTES)
+  const tagDigests = new Map<string, string>()
+  const keys = r.entries(tagDigests, true)
+  r.end()
+  return { registryAddress, addrs, keys, tagDigests }
+}
+
+export function encodeDeltaPayload (body: { removes: readonly string[], adds: readonly string[], tagDigests: ReadonlyMap<string, string> | undefined, recordSignature: Uint8Array }): Uint8Array {
+  if (body.recordSignature.byteLength !== SIGNATURE_BYTES) throw new CodecError('a signature is 64 bytes')
+  const w = new Writer(96 + (body.adds.length + body.removes.length) * 34)
+  w.keys(body.removes, body.removes.length).entries(body.adds, body.adds.length, body.tagDigests).raw(body.recordSignature)
+  return w.finish()
+}
+
+export function decodeDeltaPayload (payload: Uint8Array): DeltaBody {
+  const r = new Reader(payload)
+  const removes = r.keys()
+  const tagDigests = new Map<string, string>()
+  const adds = r.entries(tagDigests, false)
+  const recordSignature = r.raw(SIGNATURE_BYTES)
+  r.end()
+  return { removes, adds, tagDigests, recordSignature }
+}
+
+// ---- push protocol ----
+
+export function encodeDeltaFrame (statement: Uint8Array): Uint8Array {
+  return prefixed(FrameType.Delta, statement)
+}
+
+export function encodeGoodbyeFrame (statement: Uint8Array): Uint8Array {
+  return prefixed(FrameType.Goodbye, statement)
+}
+
+export function encodeHeartbeat (m: Omit<HeartbeatFrame, 'type'>): Uint8Array {
+  const w = new Writer(96 + m.others.length * 72)
+  w.u8(FrameType.Heartbeat).string(m.origin).uint(m.epoch).uint(m.seq).uint(m.others.length)
+  for (const o of m.others) w.string(o.origin).uint(o.epoch).uint(o.seq).uint(Math.max(0, Math.round(o.ageMs)))
+  return w.finish()
+}
+
+export function encodeHave (versions: readonly VersionEntry[]): Uint8Array {
+  const w = new Writer(16 + versions.length * 72)
+  w.u8(FrameType.Have)
+  writeVersions(w, versions)
+  return w.finish()
+}
+
+export function decodePush (bytes: Uint8Array): PushFrame {
+  const r = new Reader(bytes)
+  const type = r.u8()
   switch (type) {
     case FrameType.Delta:
-      m = { type: FrameType.Delta, origin, epoch, seq: r.uint(), adds: r.keys(), removes: r.keys() }
-      break
+      return { type, statement: readStatement(r, bytes, StatementKind.Delta) }
+    case FrameType.Goodbye:
+      return { type, statement: readStatement(r, bytes, StatementKind.Goodbye) }
+    case FrameType.Have: {
+      const versions = readVersions(r)
+      r.end()
+      return { type, versions }
+    }
     case FrameType.Heartbeat: {
+      const origin = r.origin()
+      const epoch = r.uint()
       const seq = r.uint()
       const n = r.uint()
       if (n > 100_000) throw new CodecError('too many liveness entries')
       const others: LivenessEntry[] = []
       for (let i = 0; i < n; i++) others.push({ origin: r.origin(), epoch: r.uint(), seq: r.uint(), ageMs: r.uint() })
-      m = { type: FrameType.Heartbeat, origin, epoch, seq, others }
-      break
+      r.end()
+      return { type, origin, epoch, seq, others }
     }
-    case FrameType.Goodbye:
-      m = { type: FrameType.Goodbye, origin, epoch }
-      break
     default:
       throw new CodecError(`unexpected push frame type ${type}`)
   }
+}
+
+// ---- pull protocol ----
+
+export function encodePullRequest (versions: readonly VersionEntry[]): Uint8Array {
+  const w = new Writer(16 + versions.length * 72)
+  w.u8(FrameType.PullRequest)
+  writeVersions(w, versions)
+  return w.finish()
+}
+
+export function decodePullRequest (bytes: Uint8Array): PullRequest {
+  const r = new Reader(bytes)
+  if (r.u8() !== FrameType.PullRequest) throw new CodecError('expected a pull request')
+  const versions = readVersions(r)
   r.end()
-  return m
+  return { type: FrameType.PullRequest, versions }
+}
+
+/** A Record frame: the hop-local age, then the origin's statement unchanged. */
+export function encodeRecordFrame (ageMs: number, statement: Uint8Array): Uint8Array {
+  return new Writer(16 + statement.byteLength).u8(FrameType.Record).uint(Math.max(0, Math.round(ageMs))).raw(statement).finish()
+}
+
+export function encodeRecordGone (statement: Uint8Array): Uint8Array {
+  return prefixed(FrameType.RecordGone, statement)
+}
+
+export function encodeRecordSame (m: Omit<RecordSameFrame, 'type'>): Uint8Array {
+  return new Writer(96).u8(FrameType.RecordSame).string(m.origin).uint(m.epoch).uint(m.seq).uint(Math.max(0, Math.round(m.ageMs))).finish()
+}
+
+export function encodePullEnd (isCut = false): Uint8Array {
+  return isCut ? Uint8Array.of(FrameType.PullEnd, 1) : Uint8Array.of(FrameType.PullEnd)
+}
+
+export function decodePullResponse (bytes: Uint8Array): PullResponseFrame {
+  const r = new Reader(bytes)
+  const type = r.u8()
+  switch (type) {
+    case FrameType.Record: {
+      const ageMs = r.uint()
+      return { type, ageMs, statement: readStatement(r, bytes, StatementKind.Record) }
+    }
+    case FrameType.RecordGone:
+      return { type, statement: readStatement(r, bytes, StatementKind.Goodbye) }
+    case FrameType.RecordSame: {
+      const m: RecordSameFrame = { type, origin: r.origin(), epoch: r.uint(), seq: r.uint(), ageMs: r.uint() }
+      r.end()
+      return m
+    }
+    case FrameType.PullEnd: {
+      const flag = r.done ? 0 : r.u8()
+      if (flag > 1) throw new CodecError(`unknown pull end flag ${flag}`)
+      r.end()
+      return { type, isCut: flag === 1 }
+    }
+    default:
+      throw new CodecError(`unexpected pull frame type ${type}`)
+  }
+}
+
+function prefixed (type: FrameType, statement: Uint8Array): Uint8Array {
+  const out = new Uint8Array(1 + statement.byteLength)
+  out[0] = type
+  out.set(statement, 1)
+  return out
 }
 
 function writeVersions (w: Writer, versions: readonly VersionEntry[]): void {
@@ -381,76 +645,4 @@ function readVersions (r: Reader): VersionEntry[] {
   const versions: VersionEntry[] = []
   for (let i = 0; i < n; i++) versions.push({ origin: r.origin(), epoch: r.uint(), seq: r.uint() })
   return versions
-}
-
-export function encodeSyncRequest (m: SyncRequest): Uint8Array {
-  const w = new Writer(16 + m.versions.length * 72)
-  w.u8(FrameType.SyncRequest)
-  writeVersions(w, m.versions)
-  return w.finish()
-}
-
-export function decodeSyncRequest (bytes: Uint8Array): SyncRequest {
-  const r = new Reader(bytes)
-  if (r.u8() !== FrameType.SyncRequest) throw new CodecError('expected a sync request')
-  const versions = readVersions(r)
-  r.end()
-  return { type: FrameType.SyncRequest, versions }
-}
-
-/** A RecordFull frame; `keys` is iterated once, so a Set or a generator works. */
-export function encodeRecordFull (m: Omit<RecordFull, 'type' | 'keys' | 'addrs'> & { addrs: readonly string[], keys: Iterable<string>, keyCount: number }): Uint8Array {
-  const w = new Writer(128 + m.keyCount * 34)
-  w.u8(FrameType.RecordFull).string(m.origin).uint(m.epoch).uint(m.seq).uint(Math.max(0, Math.round(m.ageMs)))
-    .string(m.registryAddress).strings(m.addrs).keys(m.keys, m.keyCount)
-  return w.finish()
-}
-
-export function encodeSyncResponseFrame (m: RecordSame | RecordGone | SyncEnd): Uint8Array {
-  const w = new Writer(96)
-  w.u8(m.type)
-  switch (m.type) {
-    case FrameType.RecordSame:
-      w.string(m.origin).uint(m.epoch).uint(m.seq).uint(Math.max(0, Math.round(m.ageMs)))
-      break
-    case FrameType.RecordGone:
-      w.string(m.origin).uint(m.epoch)
-      break
-    case FrameType.SyncEnd:
-      break
-  }
-  return w.finish()
-}
-
-export function decodeSyncResponseFrame (bytes: Uint8Array): SyncResponseFrame {
-  const r = new Reader(bytes)
-  const type = r.u8()
-  let m: SyncResponseFrame
-  switch (type) {
-    case FrameType.RecordFull:
-      m = {
-        type: FrameType.RecordFull,
-        origin: r.origin(),
-        epoch: r.uint(),
-        seq: r.uint(),
-        ageMs: r.uint(),
-        registryAddress: r.string(512),
-        addrs: r.strings(),
-        keys: r.keys()
-      }
-      break
-    case FrameType.RecordSame:
-      m = { type: FrameType.RecordSame, origin: r.origin(), epoch: r.uint(), seq: r.uint(), ageMs: r.uint() }
-      break
-    case FrameType.RecordGone:
-      m = { type: FrameType.RecordGone, origin: r.origin(), epoch: r.uint() }
-      break
-    case FrameType.SyncEnd:
-      m = { type: FrameType.SyncEnd }
-      break
-    default:
-      throw new CodecError(`unexpected sync frame type ${type}`)
-  }
-  r.end()
-  return m
 }

@@ -1,20 +1,51 @@
 import type { Peer } from '../types.js'
-import type { DeltaMessage, RecordFull, VersionEntry } from './codec.js'
+import { compareKeys, expandKey, type DeltaBody, type RecordBody, type VersionEntry } from './codec.js'
+import { MAX_INDEX_KEYS, MAX_INDEX_RECORDS, MAX_RECORD_KEYS } from './constants.js'
+import type { AddressClaims, LimitName } from './record-auth.js'
 
-/** What this node knows of one other node: its record plus liveness. */
+/** What this node knows of one other node: its record (as its origin signed it) plus liveness. */
 export interface IndexRecord {
   readonly origin: string
   readonly slot: number
   epoch: number
   seq: number
+  /** The registry address exactly as signed (re-encoded unchanged when this record is served). */
   registryAddress: string
+  /** The checked form of the address claims. */
+  claims: AddressClaims
   /** libp2p multiaddrs the owner listens on (without /p2p), so any node can dial any other. */
   addrs: readonly string[]
   keyCount: number
+  /** Compact tag → compact digest for the pinned tags among the record's keys. */
+  tagDigests: Map<string, string> | undefined
+  /** The origin's signature over this record at (epoch, seq); with the state, it is the record. */
+  signature: Uint8Array
+  /** This node has seen the origin at the registry address's IP; lookups offer only such records. */
+  isAddressProven: boolean
   /** When this node last heard of the origin, directly or through others (local clock). */
   lastHeardMs: number
-  /** The Peer handed out by lookups; one frozen object per record. */
+  /** The Peer handed out by lookups of digests and unpinned keys; one frozen object per record. */
   peer: Peer
+}
+
+/** A verified record from a pull: the statement's version and body, its checked claims and signature. */
+export interface IncomingRecord {
+  origin: string
+  epoch: number
+  seq: number
+  /** How long ago the responder last heard of the origin. */
+  ageMs: number
+  body: RecordBody
+  claims: AddressClaims
+  signature: Uint8Array
+}
+
+/** A verified delta. */
+export interface IncomingDelta {
+  origin: string
+  epoch: number
+  seq: number
+  body: DeltaBody
 }
 
 export type DeltaResult =
@@ -26,12 +57,22 @@ export type DeltaResult =
   | 'gap'
   /** From an epoch the owner left (goodbye) or superseded: drop. */
   | 'stale'
+  /** Would take the record or the index past a limit (reported through onLimit): drop, do not forward. */
+  | 'limit'
 
 export interface ContentIndexInit {
   /** This node's peer id: its own record never enters the index. */
   selfId: string
   expiryMs: number
   tombstoneTtlMs: number
+  /** Records held at most (default MAX_INDEX_RECORDS); also the bound on bookkeeping for origins without a record. */
+  maxRecords?: number
+  /** Keys in one record at most (default MAX_RECORD_KEYS). */
+  maxRecordKeys?: number
+  /** Keys summed over every record at most (default MAX_INDEX_KEYS). */
+  maxKeys?: number
+  /** Told when something is refused or dropped at one of those bounds. */
+  onLimit?: (limit: LimitName, detail: { origin: string, what: string }) => void
 }
 
 interface Seen {
@@ -56,15 +97,33 @@ export class ContentIndex {
   readonly #records = new Map<string, IndexRecord>()
   readonly #slots: Array<IndexRecord | undefined> = []
   readonly #freeSlots: number[] = []
-  /** Goodbyes: (origin, epoch) removed for good; a later sync must not resurrect it. */
-  readonly #tombstones = new Map<string, { epoch: number, untilMs: number }>()
+  /** Goodbyes: (origin, epoch) removed for good, with the origin's signed goodbye to pass on. */
+  readonly #tombstones = new Map<string, { epoch: number, untilMs: number, statement: Uint8Array }>()
   /** Flood de-duplication, also for origins that have no record (yet). */
   readonly #seen = new Map<string, Seen>()
   /** Versions heard of but not held; cleared once a delta or a pull catches up. */
   readonly #wanted = new Map<string, { epoch: number, seq: number, sinceMs: number }>()
 
+  readonly #maxRecords: number
+  readonly #maxRecordKeys: number
+  readonly #maxKeys: number
+
   constructor (init: ContentIndexInit) {
     this.#init = init
+    this.#maxRecords = init.maxRecords ?? MAX_INDEX_RECORDS
+    this.#maxRecordKeys = init.maxRecordKeys ?? MAX_RECORD_KEYS
+    this.#maxKeys = init.maxKeys ?? MAX_INDEX_KEYS
+  }
+
+  /** Keys summed over every record held (a key two records hold counts twice). */
+  get totalKeys (): number {
+    let n = 0
+    for (const r of this.#records.values()) n += r.keyCount
+    return n
+  }
+
+  #limit (limit: LimitName, origin: string, what: string): void {
+    this.#init.onLimit?.(limit, { origin, what })
   }
 
   get recordCount (): number {
@@ -87,14 +146,19 @@ export class ContentIndex {
     return nowMs - rec.lastHeardMs <= this.#init.expiryMs
   }
 
-  /** Nodes holding `compact` that are not known to be gone; never this node. */
+  /**
+   * Nodes holding `compact` that are not known to be gone and whose registry address is proven;
+   * never this node. A pinned tag's holders carry the digest their record names for it.
+   */
   lookup (compact: string, nowMs: number): Peer[] {
     const v = this.#keys.get(compact)
     if (v === undefined) return []
     const out: Peer[] = []
     const visit = (slot: number): void => {
       const rec = this.#slots[slot]
-      if (rec !== undefined && this.isAlive(rec, nowMs)) out.push(rec.peer)
+      if (rec === undefined || !rec.isAddressProven || !this.isAlive(rec, nowMs)) return
+      const digest = rec.tagDigests?.get(compact)
+      out.push(digest === undefined ? rec.peer : { ...rec.peer, digest: expandKey(digest) })
     }
     if (typeof v === 'number') visit(v)
     else for (const slot of v) visit(slot)
@@ -114,6 +178,24 @@ export class ContentIndex {
 
   tombstones (): Array<{ origin: string, epoch: number }> {
     return [...this.#tombstones].map(([origin, t]) => ({ origin, epoch: t.epoch }))
+  }
+
+  /** The origin's signed goodbye behind a tombstone, to serve in pulls. */
+  goodbyeStatement (origin: string): Uint8Array | undefined {
+    return this.#tombstones.get(origin)?.statement
+  }
+
+  /** Marks `origin`'s registry address proven when `ip` is its IP; true when that changed anything. */
+  proveAddress (origin: string, ip: string): boolean {
+    const rec = this.#records.get(origin)
+    if (rec === undefined || rec.isAddressProven || rec.claims.address.ip !== ip) return false
+    rec.isAddressProven = true
+    return true
+  }
+
+  /** The state of `origin`'s record, with `keys` (from keysOf) in the one order its origin signed. */
+  recordBody (rec: IndexRecord, keys: string[]): RecordBody {
+    return { registryAddress: rec.registryAddress, addrs: [...rec.addrs], keys: keys.sort(compareKeys), tagDigests: rec.tagDigests ?? new Map() }
   }
 
   /** Records the liveness evidence `ageMs` old for (origin, epoch); ignored for other epochs. */
@@ -137,6 +219,7 @@ export class ContentIndex {
 
   #seenFor (origin: string, epoch: number, nowMs: number): Seen | undefined {
     let s = this.#seen.get(origin)
+    if (s === undefined && !this.#records.has(origin) && !this.#roomForUnknown(this.#seen, 'delta de-duplication', origin)) return undefined
     if (s === undefined || s.epoch < epoch) {
       const rec = this.#records.get(origin)
       // A fresh entry starts at what the record already holds, so replays of it are duplicates.
@@ -148,10 +231,28 @@ export class ContentIndex {
     return s
   }
 
+  /**
+   * Entries of `map` (keyed by origin) for origins without a record are bounded by the record
+   * limit: hearsay and self-signed statements from freshly made identities cost nothing to send,
+   * so the oldest such entry makes room, or (when every entry has a record) the new one is dropped.
+   */
+  #roomForUnknown (map: Map<string, unknown>, what: string, origin: string): boolean {
+    if (map.size < this.#maxRecords) return true
+    for (const key of map.keys()) {
+      if (this.#records.has(key)) continue
+      map.delete(key)
+      this.#limit('unknown-origins', origin, `${what} holds ${this.#maxRecords} origins without a record; the oldest was forgotten`)
+      return true
+    }
+    this.#limit('unknown-origins', origin, `${what} is full`)
+    return false
+  }
+
   /** Notes that (origin, epoch, seq) exists somewhere; `wanted()` lists it until it is held. */
   want (origin: string, epoch: number, seq: number, nowMs: number): void {
     if (origin === this.#init.selfId || this.isTombstoned(origin, epoch) || this.#holds(origin, epoch, seq)) return
     const w = this.#wanted.get(origin)
+    if (w === undefined && !this.#records.has(origin) && !this.#roomForUnknown(this.#wanted, 'the list of wanted versions', origin)) return
     if (w !== undefined && (w.epoch > epoch || (w.epoch === epoch && w.seq >= seq))) return
     this.#wanted.set(origin, { epoch, seq, sinceMs: w?.sinceMs ?? nowMs })
   }
@@ -186,16 +287,53 @@ export class ContentIndex {
     return !this.#holds(origin, epoch, seq)
   }
 
-  applyDelta (d: DeltaMessage, nowMs: number): DeltaResult {
+  /**
+   * True when a delta at (origin, epoch, seq) is nothing new (seen before, stale, or this node's):
+   * the cheap test before verifying a signature. Only verified deltas are ever marked seen.
+   */
+  isDeltaSeen (origin: string, epoch: number, seq: number): boolean {
+    if (origin === this.#init.selfId || this.isTombstoned(origin, epoch)) return true
+    const s = this.#seen.get(origin)
+    if (s !== undefined && s.epoch > epoch) return true
+    if (s !== undefined && s.epoch === epoch) return seq <= s.seq
+    const rec = this.#records.get(origin)
+    return rec !== undefined && (rec.epoch > epoch || (rec.epoch === epoch && seq <= rec.seq))
+  }
+
+  /**
+   * Applies a verified delta: removals, then additions (an added pinned tag replaces the old pin),
+   * exactly as its origin did, so the state is the record its origin signed at the new seq.
+   */
+  applyDelta (d: IncomingDelta, nowMs: number): DeltaResult {
     if (d.origin === this.#init.selfId || this.isTombstoned(d.origin, d.epoch)) return 'stale'
     const rec = this.#records.get(d.origin)
     if (rec !== undefined && rec.epoch > d.epoch) return 'stale'
     if (rec !== undefined && rec.epoch === d.epoch) {
       if (d.seq <= rec.seq) return 'duplicate'
       if (d.seq === rec.seq + 1) {
-        for (const k of d.adds) if (this.#addKey(k, rec.slot)) rec.keyCount++
-        for (const k of d.removes) if (this.#removeKey(k, rec.slot)) rec.keyCount--
+        // An upper bound (a removal may name a key the record lacks), good enough at a limit.
+        const growth = d.body.adds.length - d.body.removes.length
+        if (rec.keyCount + growth > this.#maxRecordKeys) {
+          this.#limit('record-keys', d.origin, `delta ${d.epoch}/${d.seq} takes the record past ${this.#maxRecordKeys} keys`)
+          return 'limit'
+        }
+        if (growth > 0 && this.totalKeys + growth > this.#maxKeys) {
+          this.#limit('index-keys', d.origin, `delta ${d.epoch}/${d.seq} takes the index past ${this.#maxKeys} keys`)
+          return 'limit'
+        }
+        for (const k of d.body.removes) {
+          if (this.#removeKey(k, rec.slot)) rec.keyCount--
+          rec.tagDigests?.delete(k)
+        }
+        for (const k of d.body.adds) {
+          if (this.#addKey(k, rec.slot)) rec.keyCount++
+          const digest = d.body.tagDigests.get(k)
+          if (digest !== undefined) (rec.tagDigests ??= new Map()).set(k, digest)
+          else rec.tagDigests?.delete(k)
+        }
+        if (rec.tagDigests?.size === 0) rec.tagDigests = undefined
         rec.seq = d.seq
+        rec.signature = d.body.recordSignature.slice()
         rec.lastHeardMs = Math.max(rec.lastHeardMs, nowMs)
         return 'applied'
       }
@@ -205,32 +343,58 @@ export class ContentIndex {
   }
 
   /**
-   * Applies whole records from a sync answer, all with one scan of the key map. Records that
-   * are stale, tombstoned, this node's, or older than the expiry bound (the responder had not
-   * heard of the origin for that long) are skipped. Returns the origins that changed.
+   * Applies whole verified records from a pull answer, all with one scan of the key map. Records
+   * that are stale, tombstoned, this node's, or older than the expiry bound (the responder had
+   * not heard of the origin for that long) are skipped. A record whose registry address changed
+   * must be proven again. Returns the origins that changed.
    */
-  applyFull (fulls: readonly RecordFull[], nowMs: number): string[] {
+  applyFull (fulls: readonly IncomingRecord[], nowMs: number): string[] {
     const replaced = new Set<number>()
     const fresh: Array<{ rec: IndexRecord, keys: readonly string[] }> = []
+    let totalKeys = this.totalKeys
     for (const f of fulls) {
       if (f.origin === this.#init.selfId || this.isTombstoned(f.origin, f.epoch)) continue
       if (f.ageMs > this.#init.expiryMs) continue
       const heardMs = nowMs - f.ageMs
+      const address = f.claims.address
+      const tagDigests = f.body.tagDigests.size === 0 ? undefined : f.body.tagDigests
       let rec = this.#records.get(f.origin)
+      if (rec !== undefined && (rec.epoch > f.epoch || (rec.epoch === f.epoch && rec.seq >= f.seq))) {
+        if (rec.epoch === f.epoch) rec.lastHeardMs = Math.max(rec.lastHeardMs, heardMs)
+        continue
+      }
+      // Entries of a record are strictly ascending (checked when decoded), so this is its key count.
+      const keys = f.body.keys.length
+      if (keys > this.#maxRecordKeys) {
+        this.#limit('record-keys', f.origin, `record ${f.epoch}/${f.seq} has ${keys} keys, more than ${this.#maxRecordKeys}`)
+        continue
+      }
+      if (rec === undefined && this.#records.size >= this.#maxRecords) {
+        this.#limit('index-records', f.origin, `the index holds ${this.#maxRecords} records; a record for a new origin is refused`)
+        continue
+      }
+      const nextTotal = totalKeys - (rec?.keyCount ?? 0) + keys
+      if (nextTotal > this.#maxKeys && keys > (rec?.keyCount ?? 0)) {
+        this.#limit('index-keys', f.origin, `record ${f.epoch}/${f.seq} would take the index past ${this.#maxKeys} keys`)
+        continue
+      }
+      totalKeys = nextTotal
       if (rec !== undefined) {
-        if (rec.epoch > f.epoch || (rec.epoch === f.epoch && rec.seq >= f.seq)) {
-          if (rec.epoch === f.epoch) rec.lastHeardMs = Math.max(rec.lastHeardMs, heardMs)
-          continue
-        }
         const sameEpoch = rec.epoch === f.epoch
         replaced.add(rec.slot)
         rec.epoch = f.epoch
         rec.seq = f.seq
-        rec.registryAddress = f.registryAddress
-        rec.addrs = Object.freeze([...f.addrs])
+        rec.registryAddress = f.body.registryAddress
+        if (rec.claims.address.hostPort !== address.hostPort) {
+          rec.isAddressProven = false
+          rec.peer = Object.freeze({ id: f.origin, registryAddress: address.hostPort })
+        }
+        rec.claims = f.claims
+        rec.addrs = Object.freeze([...f.body.addrs])
+        rec.tagDigests = tagDigests
+        rec.signature = f.signature.slice()
         rec.lastHeardMs = sameEpoch ? Math.max(rec.lastHeardMs, heardMs) : heardMs
         rec.keyCount = 0
-        if (rec.peer.registryAddress !== f.registryAddress) rec.peer = Object.freeze({ id: f.origin, registryAddress: f.registryAddress })
       } else {
         const slot = this.#freeSlots.pop() ?? this.#slots.length
         rec = {
@@ -238,16 +402,20 @@ export class ContentIndex {
           slot,
           epoch: f.epoch,
           seq: f.seq,
-          registryAddress: f.registryAddress,
-          addrs: Object.freeze([...f.addrs]),
+          registryAddress: f.body.registryAddress,
+          claims: f.claims,
+          addrs: Object.freeze([...f.body.addrs]),
           keyCount: 0,
+          tagDigests,
+          signature: f.signature.slice(),
+          isAddressProven: false,
           lastHeardMs: heardMs,
-          peer: Object.freeze({ id: f.origin, registryAddress: f.registryAddress })
+          peer: Object.freeze({ id: f.origin, registryAddress: address.hostPort })
         }
         this.#slots[slot] = rec
         this.#records.set(f.origin, rec)
       }
-      fresh.push({ rec, keys: f.keys })
+      fresh.push({ rec, keys: f.body.keys })
     }
     if (replaced.size > 0) this.#dropSlotsFromKeys(replaced)
     for (const { rec, keys } of fresh) {
@@ -256,14 +424,37 @@ export class ContentIndex {
     return fresh.map((f) => f.rec.origin)
   }
 
-  /** A goodbye: drops the record at or below `epoch` and remembers the epoch. True when new. */
-  goodbye (origin: string, epoch: number, nowMs: number): boolean {
+  /**
+   * A verified goodbye: drops the record at or below `epoch` and keeps the signed statement to
+   * pass on. True when new.
+   */
+  goodbye (origin: string, epoch: number, nowMs: number, statement: Uint8Array): boolean {
     if (origin === this.#init.selfId || this.isTombstoned(origin, epoch)) return false
-    this.#tombstones.set(origin, { epoch, untilMs: nowMs + this.#init.tombstoneTtlMs })
     const rec = this.#records.get(origin)
-    if (rec !== undefined && rec.epoch <= epoch) this.#removeRecords([rec])
+    if (rec === undefined) {
+      // Nothing to remove: kept only to block a record of that epoch arriving later (a pull that
+      // crossed the goodbye), while there is room, and not news to pass on: goodbyes for made-up
+      // origins cost their sender nothing and must not flood the cluster or fill this map.
+      if (this.#tombstones.size < this.#maxRecords) this.#tombstones.set(origin, { epoch, untilMs: nowMs + this.#init.tombstoneTtlMs, statement: statement.slice() })
+      else this.#limit('unknown-origins', origin, 'goodbyes for origins without a record: the tombstones are full')
+      this.#wanted.delete(origin)
+      return false
+    }
+    this.#tombstones.set(origin, { epoch, untilMs: nowMs + this.#init.tombstoneTtlMs, statement: statement.slice() })
+    if (rec.epoch <= epoch) this.#removeRecords([rec])
     this.#wanted.delete(origin)
     return true
+  }
+
+  /**
+   * Drops a record whose signed state turned out inconsistent (its origin signed a delta that does
+   * not lead to the record it signed), and wishes for its version back, to be pulled whole.
+   */
+  drop (origin: string, nowMs: number): void {
+    const rec = this.#records.get(origin)
+    if (rec === undefined) return
+    this.#removeRecords([rec])
+    this.want(origin, rec.epoch, rec.seq, nowMs)
   }
 
   /** Drops records not heard of within the expiry bound; returns their origins. */

@@ -1,7 +1,7 @@
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import type { Logger } from '../../observability/logger.js'
-import { DELTA_PROTOCOL, DIAL_TIMEOUT_MS, MAX_FRAME_BYTES, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES } from './constants.js'
+import { PUSH_PROTOCOL, DIAL_TIMEOUT_MS, MAX_FRAME_BYTES, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES } from './constants.js'
 
 export interface PeerLinkComponents {
   log: Logger
@@ -104,7 +104,7 @@ export class PeerLink {
     }
     const conn = this.#c.connection()
     if (conn === undefined) return undefined
-    const stream = await conn.newStream(DELTA_PROTOCOL, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) })
+    const stream = await conn.newStream(PUSH_PROTOCOL, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) })
     if (this.#closed) {
       stream.abort(new Error('link closed'))
       return undefined
