@@ -196,7 +196,13 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
     // The size is known from stat: passing the whole range spares the store a second stat.
     const bytes = range ?? (sizeBytes > 0 ? { start: 0, end: sizeBytes - 1 } : undefined)
     const stream = await openContent('blob', digest, bytes, signal)
-    res.writeHead(status, headers)
+    try {
+      res.writeHead(status, headers)
+    } catch (err) {
+      // An invalid header value (a store gave a bad media type) must not leak the open file.
+      stream.destroy()
+      throw err
+    }
     try {
       if (stream instanceof FileRangeStream) {
         await stream.sendTo(res, signal)
