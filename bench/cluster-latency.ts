@@ -20,42 +20,25 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { parseArgs } from 'node:util'
 import { Agent, request } from 'undici'
-import { startCluster, lookupPeers } from '../test/helpers/cluster.js'
+import { lookupPeers } from '../test/helpers/cluster.js'
 import { containerdSkipReason } from '../test/helpers/containerd.js'
 import { buildImage } from '../test/helpers/image.js'
-import { run } from '../test/helpers/net.js'
 import { waitFor } from '../test/helpers/wait.js'
-import { fixed, killQuietly, loadAverage, loadLine, onCleanup, percentileText, restartForDiskReads, runBenchmark, summarize, type Summary } from './cluster-common.js'
+import {
+  abProblems, fixed, loadAverage, loadLine, onCleanup, parseFlags, percentileText, requireTools, restartForDiskReads, runAb, runBenchmark,
+  startBenchCluster, summarize, TOOLS, type AbResult, type Summary
+} from './cluster-common.js'
 
 const REPO = 'bench/latency'
 const TAG = '1'
 const NS = 'example.test'
 const WARMUP = 200
 
-interface Options { requests: number, abSeconds: number }
-
-function parseOptions (): Options {
-  const { values } = parseArgs({
-    options: {
-      requests: { type: 'string', default: '2000' },
-      'ab-seconds': { type: 'string', default: '5' },
-      help: { type: 'boolean', short: 'h', default: false }
-    },
-    strict: true
-  })
-  if (values.help) {
-    process.stdout.write('usage: node dist/bench/cluster-latency.js [--requests 2000] [--ab-seconds 5]\n')
-    process.exit(0)
-  }
-  const int = (name: string, raw: string): number => {
-    const n = Number(raw)
-    if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${raw}`)
-    return n
-  }
-  return { requests: int('requests', values.requests), abSeconds: int('ab-seconds', values['ab-seconds']) }
-}
+const FLAGS = {
+  requests: { kind: 'int', default: 2000, help: 'sequential HEAD requests per target' },
+  'ab-seconds': { kind: 'int', default: 5, help: 'ab -k -i -c16 per target' }
+} as const
 
 interface Target {
   label: string
@@ -75,46 +58,19 @@ async function headOnce (t: Target): Promise<number> {
   return ms
 }
 
-interface AbResult { rps: number, complete: number, failed: number, non2xx: number }
-
-async function ab (url: string, headers: Record<string, string>, seconds: number): Promise<AbResult> {
-  const args = ['-k', '-i', '-c', '16', '-t', String(seconds), '-n', '10000000', '-q',
-    ...Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]), url]
-  const res = await run('ab', args, { timeoutMs: (seconds + 60) * 1000 })
-  if (res.code !== 0) throw new Error(`ab ${args.join(' ')} failed (${res.code ?? res.signal}): ${res.stderr.trim()}`)
-  const num = (re: RegExp): number => Number(re.exec(res.stdout)?.[1] ?? 0)
-  return {
-    rps: num(/Requests per second:\s+([\d.]+)/),
-    complete: num(/Complete requests:\s+(\d+)/),
-    failed: num(/Failed requests:\s+(\d+)/),
-    non2xx: num(/Non-2xx responses:\s+(\d+)/)
-  }
-}
-
 async function main (): Promise<void> {
-  const opts = parseOptions()
+  const opts = parseFlags('cluster-latency', FLAGS)
   const skip = containerdSkipReason()
   if (skip !== undefined) throw new Error(skip)
-  if ((await run('ab', ['-V']).catch(() => undefined))?.code !== 0) throw new Error('ab not found (apt-get install -y apache2-utils)')
+  requireTools([TOOLS.ab])
   const log = (line: string): void => { process.stdout.write(line + '\n') }
   log(`cluster-latency: ${opts.requests} sequential HEAD requests per target, ab ${opts.abSeconds} s per target; Node ${process.version}`)
   log(loadLine())
 
   const workDir = await mkdtemp(path.join(os.tmpdir(), 'spg-bench-latency-'))
   onCleanup('work dir', async () => { await rm(workDir, { recursive: true, force: true }) }, () => { rmSync(workDir, { recursive: true, force: true }) })
-  // INFO: the helper's default DEBUG logs a line per request, which would be measured too.
-  const cluster = await startCluster(2, { nodeOptions: () => ({ extraArgs: ['--log-level', 'INFO'] }) })
-  onCleanup('cluster', async () => { await cluster.dispose() }, () => {
-    for (const n of cluster.nodes) {
-      killQuietly(n.spegel.process.pid, 'SIGKILL')
-      killQuietly(n.containerd.pid, 'SIGKILL')
-      rmSync(n.containerd.dir, { recursive: true, force: true })
-      // The helper's work dir holds the nodes' data dirs.
-      rmSync(path.dirname(n.dataDir), { recursive: true, force: true })
-    }
-  })
+  const cluster = await startBenchCluster(2)
   const [n1, n2] = cluster.nodes as [typeof cluster.nodes[0], typeof cluster.nodes[0]]
-  for (const n of cluster.nodes) await n.spegel.waitReady(60_000)
 
   const image = await buildImage(path.join(workDir, 'image'), `${NS}/${REPO}:${TAG}`, [4096, 64 * 1024])
   await n1!.containerd.importImage(image.archivePath!)
@@ -149,15 +105,15 @@ async function main (): Promise<void> {
   const abTargets = [foundBlob, notFound, direct, localMiss]
   const abResults = new Map<Target, AbResult>()
   for (const t of abTargets) {
-    const r = await ab(t.url, t.headers, opts.abSeconds)
-    const wrong = t.status === 200 ? r.non2xx : r.complete - r.non2xx
-    if (r.failed > 0 || wrong > 0 || r.complete === 0) throw new Error(`${t.label}: ab saw ${r.failed} failed requests and ${wrong} unexpected statuses of ${r.complete}`)
+    const r = await runAb(t.url, { method: 'HEAD', seconds: opts.abSeconds, headers: t.headers })
+    const { errors } = abProblems(r, t.status === 200 ? '2xx' : 'non-2xx')
+    if (errors.length > 0) throw new Error(`${t.label}: ab: ${errors.join('; ')}`)
     abResults.set(t, r)
-    log(`  ab -k -i -c16 ${opts.abSeconds} s, ${t.label}: ${fixed(r.rps, 0)} req/s (${r.complete} requests)`)
+    log(`  ab -k -i -c16 ${opts.abSeconds} s, ${t.label}: ${fixed(r.requestsPerSecond, 0)} req/s (${r.complete} requests)`)
   }
 
   const p50 = (t: Target): number => summaries.get(t)!.p50
-  const rps = (t: Target): number => abResults.get(t)!.rps
+  const rps = (t: Target): number => abResults.get(t)!.requestsPerSecond
   log('')
   log('--- summary ---')
   log(`HEAD latency, ${opts.requests} sequential requests each, keep-alive, ms:`)

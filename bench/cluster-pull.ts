@@ -22,19 +22,18 @@
  * timing; a pull that leaves content missing or a short/failed download stops it.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
 import { closeSync, openSync, rmSync } from 'node:fs'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { parseArgs } from 'node:util'
-import { lookupPeers, startCluster, type Cluster, type ClusterNode } from '../test/helpers/cluster.js'
+import { lookupPeers, type Cluster, type ClusterNode } from '../test/helpers/cluster.js'
 import { containerdSkipReason, startContainerd, type ContainerdInstance } from '../test/helpers/containerd.js'
 import { buildImage, type BuiltImage } from '../test/helpers/image.js'
 import { freePort, httpRequest, run } from '../test/helpers/net.js'
 import { waitFor } from '../test/helpers/wait.js'
 import {
-  clockTicksPerSecond, fixed, killQuietly, loadAverage, loadLine, median, onCleanup, procSample, restartForDiskReads, runBenchmark
+  curlDownload, fixed, killQuietly, loadAverage, loadLine, median, onCleanup, parseFlags, requireTools, restartForDiskReads, runBenchmark,
+  startBenchCluster, stopChild, TOOLS, type DownloadResult, type Flags
 } from './cluster-common.js'
 
 const MIB = 1024 * 1024
@@ -46,36 +45,13 @@ const SMALL_LAYERS = [4096, 256 * 1024]
 const PULL_TIMEOUT_MS = 15 * 60_000
 const SPEGEL_ARGS = ['--log-level', 'INFO']
 
-interface Options { sizeMiB: number, runs: number, curlRuns: number, mode: 'pull' | 'fetch' }
-
-function parseOptions (): Options {
-  const { values } = parseArgs({
-    options: {
-      'size-mib': { type: 'string', default: '1024' },
-      runs: { type: 'string', default: '3' },
-      'curl-runs': { type: 'string', default: '5' },
-      mode: { type: 'string', default: 'pull' },
-      help: { type: 'boolean', short: 'h', default: false }
-    },
-    strict: true
-  })
-  if (values.help) {
-    process.stdout.write('usage: node dist/bench/cluster-pull.js [--size-mib 1024] [--runs 3] [--curl-runs 5] [--mode pull|fetch]\n')
-    process.exit(0)
-  }
-  const int = (name: string, raw: string): number => {
-    const n = Number(raw)
-    if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${raw}`)
-    return n
-  }
-  if (values.mode !== 'pull' && values.mode !== 'fetch') throw new Error(`--mode must be pull or fetch, got ${values.mode}`)
-  return { sizeMiB: int('size-mib', values['size-mib']), runs: int('runs', values.runs), curlRuns: int('curl-runs', values['curl-runs']), mode: values.mode }
-}
-
-async function requireCommand (cmd: string, args: string[], install: string): Promise<void> {
-  const res = await run(cmd, args, { timeoutMs: 10_000 }).catch(() => undefined)
-  if (res?.code !== 0) throw new Error(`${cmd} not usable (${install})`)
-}
+const FLAGS = {
+  'size-mib': { kind: 'int', default: 1024, help: 'size of the big layer' },
+  runs: { kind: 'int', default: 3, help: 'pulls through the mirror and from the registry, interleaved' },
+  'curl-runs': { kind: 'int', default: 5, help: 'curl downloads of the big layer, two hops and one hop, interleaved' },
+  mode: { kind: 'choice', default: 'pull', choices: ['pull', 'fetch'], help: 'ctr images pull (with unpack) or ctr content fetch' }
+} as const
+type Options = Flags<typeof FLAGS>
 
 // ---------------------------------------------------------------------------------------------
 // Debian's docker-registry with filesystem storage in the temp dir, on loopback, access log off.
@@ -113,18 +89,6 @@ async function startRegistry (dir: string): Promise<Registry> {
     return (await httpRequest(`http://127.0.0.1:${port}/v2/`, { method: 'GET', timeoutMs: 2000 })).status === 200
   }, { timeoutMs: 15_000, what: `docker-registry on port ${port}` })
   return registry
-}
-
-async function stopChild (child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = once(child, 'exit')
-  child.kill('SIGTERM')
-  const escalate = setTimeout(() => child.kill('SIGKILL'), 5000)
-  try {
-    await exited
-  } finally {
-    clearTimeout(escalate)
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,61 +142,28 @@ async function registryRun (registry: Registry, image: BuiltImage, mode: Options
 }
 
 // ---------------------------------------------------------------------------------------------
-// curl.
-
-interface CurlRun { mbps: number, seconds: number, cpu: Record<string, number> }
-
-async function curlRun (url: string, headers: string[], expectBytes: number, watch: Array<{ name: string, pid: number }>): Promise<CurlRun> {
-  const ticks = await clockTicksPerSecond()
-  const before = watch.map((w) => procSample(w.pid)?.cpuTicks ?? Number.NaN)
-  const args = ['-s', '-S', '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{speed_download} %{time_total}',
-    ...headers.flatMap((h) => ['-H', h]), url]
-  const res = await run('curl', args, { timeoutMs: PULL_TIMEOUT_MS })
-  const after = watch.map((w) => procSample(w.pid)?.cpuTicks ?? Number.NaN)
-  const [code, size, speed, total] = res.stdout.trim().split(' ')
-  if (res.code !== 0 || code !== '200' || Number(size) !== expectBytes) {
-    throw new Error(`curl ${url}: exit ${res.code ?? res.signal}, HTTP ${code}, ${size} of ${expectBytes} bytes: ${res.stderr.trim()}`)
-  }
-  const cpu: Record<string, number> = {}
-  watch.forEach((w, i) => { cpu[w.name] = (after[i]! - before[i]!) / ticks })
-  return { mbps: Number(speed) / 1e6, seconds: Number(total), cpu }
-}
-
-// ---------------------------------------------------------------------------------------------
 
 async function main (): Promise<void> {
-  const opts = parseOptions()
+  const opts = parseFlags('cluster-pull', FLAGS)
   const skip = containerdSkipReason()
   if (skip !== undefined) throw new Error(skip)
-  await requireCommand('docker-registry', ['--version'], 'apt-get install -y docker-registry')
-  await requireCommand('skopeo', ['--version'], 'apt-get install -y skopeo')
-  await requireCommand('curl', ['--version'], 'apt-get install -y curl')
+  requireTools([TOOLS.dockerRegistry, TOOLS.skopeo, TOOLS.curl])
   const log = (line: string): void => { process.stdout.write(line + '\n') }
   const what = opts.mode === 'pull' ? 'ctr images pull (fetch + unpack, native snapshotter)' : 'ctr content fetch (no unpack)'
-  log(`cluster-pull: ${opts.sizeMiB} MiB layer + ${SMALL_LAYERS.length} small layers, ${opts.runs} runs each of ${what}, ${opts.curlRuns} curl runs; Node ${process.version}`)
+  log(`cluster-pull: ${opts.sizeMib} MiB layer + ${SMALL_LAYERS.length} small layers, ${opts.runs} runs each of ${what}, ${opts.curlRuns} curl runs; Node ${process.version}`)
   log(loadLine())
 
   const workDir = await mkdtemp(path.join(os.tmpdir(), 'spg-bench-pull-'))
   onCleanup('work dir', async () => { await rm(workDir, { recursive: true, force: true }) }, () => { rmSync(workDir, { recursive: true, force: true }) })
 
   let t = performance.now()
-  const image = await buildImage(path.join(workDir, 'image'), REF, [opts.sizeMiB * MIB, ...SMALL_LAYERS], { seed: 'cluster-pull' })
+  const image = await buildImage(path.join(workDir, 'image'), REF, [opts.sizeMib * MIB, ...SMALL_LAYERS], { seed: 'cluster-pull' })
   const layer = image.platforms[0]!.layers[0]!
   const totalBytes = image.allDigests().reduce((sum, d) => sum + sizeOf(image, d), 0)
   log(`image built in ${fixed((performance.now() - t) / 1000)} s: ${REF}, ${image.allDigests().length} blobs, ${fixed(totalBytes / 1e6, 1)} MB; big layer ${layer.digest}`)
 
-  const cluster = await startCluster(2, { nodeOptions: () => ({ extraArgs: SPEGEL_ARGS }) })
-  onCleanup('cluster', async () => { await cluster.dispose() }, () => {
-    for (const n of cluster.nodes) {
-      killQuietly(n.spegel.process.pid, 'SIGKILL')
-      killQuietly(n.containerd.pid, 'SIGKILL')
-      rmSync(n.containerd.dir, { recursive: true, force: true })
-      // The helper's work dir holds the nodes' data dirs.
-      rmSync(path.dirname(n.dataDir), { recursive: true, force: true })
-    }
-  })
+  const cluster = await startBenchCluster(2)
   const [n1, n2] = cluster.nodes as [ClusterNode, ClusterNode]
-  for (const n of cluster.nodes) await n.spegel.waitReady(60_000)
   t = performance.now()
   // ctr import through the helper's ctr() so the 1 GiB import gets more than its default 2 minutes.
   await n1.containerd.ctr(['images', 'import', image.archivePath!], { timeoutMs: PULL_TIMEOUT_MS })
@@ -276,18 +207,20 @@ async function main (): Promise<void> {
   const path2 = `/v2/${REPO}/blobs/${layer.digest}?ns=${NS}`
   const twoHop = { url: `${n2.spegel.registryUrl}${path2}`, headers: [] as string[] }
   const oneHop = { url: `${n1.spegel.registryUrl}${path2}`, headers: ['X-Spegel-Mirrored: true'] }
-  const watch = [{ name: 'node1', pid: n1.spegel.process.pid! }, { name: 'node2', pid: n2.spegel.process.pid! }]
-  await curlRun(twoHop.url, twoHop.headers, layer.size, watch)
-  await curlRun(oneHop.url, oneHop.headers, layer.size, watch)
-  const two: CurlRun[] = []
-  const one: CurlRun[] = []
+  const watch = [{ name: 'node1', pids: [n1.spegel.process.pid!] }, { name: 'node2', pids: [n2.spegel.process.pid!] }]
+  const download = async (hop: { url: string, headers: string[] }): Promise<DownloadResult> =>
+    await curlDownload(hop.url, layer.size, { headers: hop.headers, watch, timeoutMs: PULL_TIMEOUT_MS })
+  await download(twoHop)
+  await download(oneHop)
+  const two: DownloadResult[] = []
+  const one: DownloadResult[] = []
   for (let r = 0; r < opts.curlRuns; r++) {
     const order = r % 2 === 0 ? ['two', 'one'] as const : ['one', 'two'] as const
     for (const kind of order) {
-      const res = kind === 'two' ? await curlRun(twoHop.url, twoHop.headers, layer.size, watch) : await curlRun(oneHop.url, oneHop.headers, layer.size, watch)
+      const res = await download(kind === 'two' ? twoHop : oneHop)
       ;(kind === 'two' ? two : one).push(res)
-      log(`curl run ${r + 1} ${kind === 'two' ? 'two hops (curl -> node2 mirror -> node1)' : 'one hop (curl -> node1)'}: ${fixed(res.mbps, 0)} MB/s, ` +
-        `${fixed(res.seconds, 2)} s; spegel CPU node1 ${fixed(res.cpu.node1!, 2)} s, node2 ${fixed(res.cpu.node2!, 2)} s`)
+      log(`curl run ${r + 1} ${kind === 'two' ? 'two hops (curl -> node2 mirror -> node1)' : 'one hop (curl -> node1)'}: ${fixed(res.mbPerSecond, 0)} MB/s, ` +
+        `${fixed(res.seconds, 2)} s; spegel CPU node1 ${fixed(res.cpuSeconds.node1!, 2)} s, node2 ${fixed(res.cpuSeconds.node2!, 2)} s`)
     }
   }
   const stillLacks = await n2.containerd.ctr(['content', 'ls', '-q'])
@@ -295,20 +228,20 @@ async function main (): Promise<void> {
 
   const mMed = median(mirrorS)
   const rMed = median(registryS)
-  const twoMed = median(two.map((x) => x.mbps))
-  const oneMed = median(one.map((x) => x.mbps))
+  const twoMed = median(two.map((x) => x.mbPerSecond))
+  const oneMed = median(one.map((x) => x.mbPerSecond))
   const gib = layer.size / (1024 * MIB)
   log('')
   log('--- summary ---')
-  log(`${what}, ${fixed(totalBytes / 1e6, 0)} MB image (one ${opts.sizeMiB} MiB layer + small ones), fresh containerd per run, ${opts.runs} runs each:`)
+  log(`${what}, ${fixed(totalBytes / 1e6, 0)} MB image (one ${opts.sizeMib} MiB layer + small ones), fresh containerd per run, ${opts.runs} runs each:`)
   log(`  via spegel-ts mirror from a peer: median ${fixed(mMed, 2)} s, ${fixed(totalBytes / 1e6 / mMed, 0)} MB/s (runs ${mirrorS.map((s) => fixed(s, 2)).join(', ')} s)`)
   log(`  direct from docker-registry 2.8:  median ${fixed(rMed, 2)} s, ${fixed(totalBytes / 1e6 / rMed, 0)} MB/s (runs ${registryS.map((s) => fixed(s, 2)).join(', ')} s)`)
   log(`  ratio mirror/registry time ${fixed(mMed / rMed, 2)} (throughput ratio ${fixed(rMed / mMed, 2)})`)
-  log(`${opts.sizeMiB} MiB blob with curl, median of ${opts.curlRuns}:`)
-  log(`  two hops (curl -> node 2 mirror -> node 1): ${fixed(twoMed, 0)} MB/s (runs ${two.map((x) => fixed(x.mbps, 0)).join(', ')}); ` +
-    `CPU per GiB median node2 ${fixed(median(two.map((x) => x.cpu.node2!)) / gib, 2)} s, node1 ${fixed(median(two.map((x) => x.cpu.node1!)) / gib, 2)} s`)
-  log(`  one hop (curl -> node 1):                   ${fixed(oneMed, 0)} MB/s (runs ${one.map((x) => fixed(x.mbps, 0)).join(', ')}); ` +
-    `CPU per GiB median node1 ${fixed(median(one.map((x) => x.cpu.node1!)) / gib, 2)} s`)
+  log(`${opts.sizeMib} MiB blob with curl, median of ${opts.curlRuns}:`)
+  log(`  two hops (curl -> node 2 mirror -> node 1): ${fixed(twoMed, 0)} MB/s (runs ${two.map((x) => fixed(x.mbPerSecond, 0)).join(', ')}); ` +
+    `CPU per GiB median node2 ${fixed(median(two.map((x) => x.cpuSeconds.node2!)) / gib, 2)} s, node1 ${fixed(median(two.map((x) => x.cpuSeconds.node1!)) / gib, 2)} s`)
+  log(`  one hop (curl -> node 1):                   ${fixed(oneMed, 0)} MB/s (runs ${one.map((x) => fixed(x.mbPerSecond, 0)).join(', ')}); ` +
+    `CPU per GiB median node1 ${fixed(median(one.map((x) => x.cpuSeconds.node1!)) / gib, 2)} s`)
   log(`  ratio two hops / one hop ${fixed(twoMed / oneMed, 2)}`)
   log(`load average at the end (1-min figure includes this benchmark): ${loadAverage()}`)
 }

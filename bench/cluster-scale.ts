@@ -21,279 +21,34 @@
  * status line once a second, which is in its figure.
  * Not a test: it asserts nothing about timing. See bench/README.md.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { once } from 'node:events'
-import { existsSync, rmSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { existsSync } from 'node:fs'
 import path from 'node:path'
-import { createInterface } from 'node:readline'
 import { setTimeout as delay } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { createLogger } from '../src/observability/logger.js'
 import { DEFAULT_EXPIRY_MS, DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_SYNC_INTERVAL_MS } from '../src/routing/p2p/constants.js'
-import { loadOrCreatePrivateKey } from '../src/routing/p2p/identity.js'
-import { freePort } from '../test/helpers/net.js'
 import { waitFor } from '../test/helpers/wait.js'
 import type { NodeConfig } from '../test/scale/node.js'
 import { nodeKeys } from '../test/scale/keys.js'
+import { fixed, loadAverage, loadLine, median, parseFlags, percentileText, runBenchmark, summarize, type Flags } from './cluster-common.js'
 import {
-  clockTicksPerSecond, fixed, killQuietly, loadAverage, loadLine, median, onCleanup, percentileText, procSample, runBenchmark, summarize,
-  type ProcSample
-} from './cluster-common.js'
-import type { ScaleBenchNodeConfig } from './cluster-scale-node.js'
+  awaitReply, BENCH_NODE_JS, bootstrapPeers, command, CONVERGE_TIMEOUT_MS, failFast, idleReading, idleText, monotonicMs, prepareCluster, send,
+  spawnBenchNode, spawnNode, STAGGER_MS, startRouterNodes, type IdleReading
+} from './router-cluster.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-const BENCH_NODE_JS = path.join(here, 'cluster-scale-node.js')
 const SCALE_NODE_JS = path.resolve(here, '../test/scale/node.js')
-const STAGGER_MS = 100
-const BOOTSTRAP_PEERS = 3
-const CONVERGE_TIMEOUT_MS = 240_000
 const SEEN_TIMEOUT_MS = 60_000
-const SETTLE_MS = 5_000
 const REFERENCE_STATUS_INTERVAL_MS = 1_000
 
-interface Options { sizes: number[], keys: number, trials: number, idleSeconds: number, referenceNodes: number }
-
-function parseOptions (): Options {
-  const { values } = parseArgs({
-    options: {
-      sizes: { type: 'string', default: '10,30' },
-      keys: { type: 'string', default: '5000' },
-      trials: { type: 'string', default: '20' },
-      'idle-seconds': { type: 'string', default: '20' },
-      'reference-nodes': { type: 'string', default: '30' },
-      help: { type: 'boolean', short: 'h', default: false }
-    },
-    strict: true
-  })
-  if (values.help) {
-    process.stdout.write('usage: node dist/bench/cluster-scale.js [--sizes 10,30] [--keys 5000] [--trials 20] [--idle-seconds 20] [--reference-nodes 30]\n')
-    process.exit(0)
-  }
-  const int = (name: string, raw: string, min: number): number => {
-    const n = Number(raw)
-    if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${raw}`)
-    return n
-  }
-  return {
-    sizes: values.sizes.split(',').map((s) => int('sizes', s.trim(), 2)),
-    keys: int('keys', values.keys, 1),
-    trials: int('trials', values.trials, 1),
-    idleSeconds: int('idle-seconds', values['idle-seconds'], 1),
-    referenceNodes: int('reference-nodes', values['reference-nodes'], 0)
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Node processes.
-
-interface NodeProc {
-  index: number
-  host: string
-  port: number
-  peerId: string
-  dataDir: string
-  child: ChildProcess
-  pid: number
-  stderr: string
-  exited: boolean
-  /** CLOCK_MONOTONIC ms of the `started` line (bench nodes) or the orchestrator's receipt (reference). */
-  startedAt?: number
-  /** Reference nodes: the last status line. */
-  latest?: { ready: boolean, origins: string[], keys: number }
-  /** Bench nodes: replies by command id, and waiters for them. */
-  replies: Map<number, Record<string, unknown>>
-  waiters: Map<number, (line: Record<string, unknown>) => void>
-}
-
-function monotonicMs (): number {
-  return Number(process.hrtime.bigint()) / 1e6
-}
-
-let nextCommandId = 1
-
-function spawnNode (script: string, config: object, base: Omit<NodeProc, 'child' | 'pid' | 'stderr' | 'exited' | 'replies' | 'waiters'>): NodeProc {
-  const child = spawn(process.execPath, [script, JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'pipe'] })
-  if (child.pid === undefined) throw new Error(`cannot spawn ${script}`)
-  const node: NodeProc = { ...base, child, pid: child.pid, stderr: '', exited: false, replies: new Map(), waiters: new Map() }
-  child.once('exit', () => { node.exited = true })
-  child.stdin?.on('error', () => { /* the node died; its exit is reported by the waits */ })
-  child.stderr?.setEncoding('utf8')
-  child.stderr?.on('data', (chunk: string) => { node.stderr = (node.stderr + chunk).slice(-20_000) })
-  createInterface({ input: child.stdout! }).on('line', (text) => {
-    let line: Record<string, unknown>
-    try {
-      line = JSON.parse(text) as Record<string, unknown>
-    } catch {
-      return // a stray library print, not ours
-    }
-    if (line.event === 'started') node.startedAt = typeof line.t === 'number' ? line.t : monotonicMs()
-    if (line.event === 'status' && line.id === undefined) {
-      node.latest = { ready: line.ready === true, origins: line.origins as string[], keys: Number(line.keys) }
-      node.startedAt ??= monotonicMs()
-    }
-    if (typeof line.id === 'number' && line.id > 0) {
-      const key = replyKey(line)
-      const waiter = node.waiters.get(key)
-      if (waiter !== undefined) {
-        node.waiters.delete(key)
-        waiter(line)
-      } else {
-        node.replies.set(key, line)
-      }
-    }
-  })
-  return node
-}
-
-/** `seen` replies share their command's id with `watching`; keep them apart. */
-function replyKey (line: Record<string, unknown>): number {
-  return (line.event === 'seen' ? -1 : 1) * Number(line.id)
-}
-
-async function awaitReply (node: NodeProc, key: number, timeoutMs: number, what: string): Promise<Record<string, unknown>> {
-  const have = node.replies.get(key)
-  if (have !== undefined) {
-    node.replies.delete(key)
-    return have
-  }
-  return await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      node.waiters.delete(key)
-      reject(new Error(`node ${node.index}: no ${what} within ${timeoutMs} ms${node.exited ? ` (exited: ${node.stderr.slice(-1000)})` : ''}`))
-    }, timeoutMs)
-    node.waiters.set(key, (line) => { clearTimeout(timer); resolve(line) })
-  })
-}
-
-function send (node: NodeProc, cmd: Record<string, unknown>): number {
-  const id = nextCommandId++
-  node.child.stdin?.write(JSON.stringify({ ...cmd, id }) + '\n')
-  return id
-}
-
-async function command (node: NodeProc, cmd: Record<string, unknown>, timeoutMs = 10_000): Promise<Record<string, unknown>> {
-  const id = send(node, cmd)
-  return await awaitReply(node, id, timeoutMs, `reply to ${String(cmd.cmd)}`)
-}
-
-async function stopNodes (nodes: readonly NodeProc[]): Promise<void> {
-  await Promise.all(nodes.map(async (n) => {
-    if (n.exited) return
-    const exited = once(n.child, 'exit')
-    n.child.kill('SIGTERM')
-    const escalate = setTimeout(() => { n.child.kill('SIGKILL') }, 15_000)
-    await exited
-    clearTimeout(escalate)
-  }))
-}
-
-// ---------------------------------------------------------------------------------------------
-// A cluster of one size.
-
-interface ClusterRun {
-  dir: string
-  nodes: NodeProc[]
-  identities: Array<{ peerId: string, dataDir: string, host: string, port: number }>
-  addrOf: (i: number) => string
-  teardown: () => Promise<void>
-}
-
-async function prepareCluster (size: number, label: string): Promise<ClusterRun> {
-  const dir = await mkdtemp(path.join(tmpdir(), `spg-bench-scale-${label}-`))
-  const nodes: NodeProc[] = []
-  const teardown = onCleanup(`${label} cluster`, async () => {
-    await stopNodes(nodes)
-    await rm(dir, { recursive: true, force: true })
-  }, () => {
-    for (const n of nodes) killQuietly(n.pid, 'SIGKILL')
-    rmSync(dir, { recursive: true, force: true })
-  })
-  // 127.1.x.y: away from the test helpers' 127.0.x.y, so a test run on the machine does not clash.
-  const subnet = 1 + Math.floor(Math.random() * 250)
-  const log = createLogger({ level: 'silent' })
-  const identities: ClusterRun['identities'] = []
-  for (let i = 0; i < size; i++) {
-    const dataDir = path.join(dir, `node-${i}`)
-    const key = await loadOrCreatePrivateKey(dataDir, log)
-    const host = `127.1.${subnet}.${10 + i}`
-    identities.push({ peerId: peerIdFromPrivateKey(key).toString(), dataDir, host, port: await freePort(host) })
-  }
-  const addrOf = (i: number): string => {
-    const id = identities[i]!
-    return `/ip4/${id.host}/tcp/${id.port}/p2p/${id.peerId}`
-  }
-  return { dir, nodes, identities, addrOf, teardown }
-}
-
-/** Identities of `index`'s bootstrap peers: 3 random earlier nodes, as the scale test picks them. */
-function bootstrapPeers (run: ClusterRun, index: number, among: number): string[] {
-  return shuffle(Array.from({ length: among }, (_, i) => i).filter((i) => i !== index)).slice(0, BOOTSTRAP_PEERS).map(run.addrOf)
-}
-
-function spawnBenchNode (run: ClusterRun, index: number, keys: number, peers: string[]): NodeProc {
-  const id = run.identities[index]!
-  const cfg: ScaleBenchNodeConfig = { index, host: id.host, port: id.port, dataDir: id.dataDir, peers, keys }
-  const node = spawnNode(BENCH_NODE_JS, cfg, { index, host: id.host, port: id.port, peerId: id.peerId, dataDir: id.dataDir })
-  run.nodes.push(node)
-  return node
-}
-
-function failFast (nodes: readonly NodeProc[]): void {
-  const dead = nodes.find((n) => n.exited)
-  if (dead !== undefined) throw new Error(`node ${dead.index} exited early: ${dead.stderr.slice(-2000)}`)
-}
-
-/** Polls every bench node's status until each holds every other node's record and keys. */
-async function waitConverged (nodes: readonly NodeProc[], keysPerNode: number): Promise<void> {
-  const n = nodes.length
-  let behind = n
-  await waitFor(async () => {
-    failFast(nodes)
-    const statuses = await Promise.all(nodes.map(async (node) => await command(node, { cmd: 'status' })))
-    behind = statuses.filter((s) => !(s.ready === true && s.origins === n - 1 && s.keys === (n - 1) * keysPerNode)).length
-    return behind === 0
-  }, { timeoutMs: CONVERGE_TIMEOUT_MS, intervalMs: 500, what: `${n} nodes to hold the full index (${behind} behind)` })
-}
-
-interface IdleReading { rssMiB: number[], hwmMiB: number[], cpuPercent: number[] }
-
-/** CPU and RSS of every node from /proc over `seconds`, with nothing sent to them meanwhile. */
-async function idleReading (nodes: readonly NodeProc[], seconds: number): Promise<IdleReading> {
-  const ticks = await clockTicksPerSecond()
-  await delay(SETTLE_MS)
-  const before = new Map<number, ProcSample>()
-  for (const n of nodes) {
-    const s = procSample(n.pid)
-    if (s !== undefined) before.set(n.pid, s)
-  }
-  const t0 = monotonicMs()
-  await delay(seconds * 1000)
-  const elapsedS = (monotonicMs() - t0) / 1000
-  failFast(nodes)
-  const reading: IdleReading = { rssMiB: [], hwmMiB: [], cpuPercent: [] }
-  for (const n of nodes) {
-    const a = before.get(n.pid)
-    const b = procSample(n.pid)
-    if (a === undefined || b === undefined) throw new Error(`no /proc reading for node ${n.index} (pid ${n.pid})`)
-    reading.cpuPercent.push(((b.cpuTicks - a.cpuTicks) / ticks) / elapsedS * 100)
-    reading.rssMiB.push(b.rssKiB / 1024)
-    reading.hwmMiB.push(b.hwmKiB / 1024)
-  }
-  return reading
-}
-
-function idleText (r: IdleReading): string {
-  const rss = summarize(r.rssMiB)
-  const cpu = summarize(r.cpuPercent)
-  const hwm = summarize(r.hwmMiB)
-  return `RSS per node median ${fixed(rss.p50)} MiB (min ${fixed(rss.min)}, max ${fixed(rss.max)}; peak VmHWM max ${fixed(hwm.max)} MiB), ` +
-    `idle CPU per node median ${fixed(cpu.p50, 2)} % of a core (mean ${fixed(cpu.mean, 2)}, max ${fixed(cpu.max, 2)}; all nodes together ${fixed(cpu.mean * cpu.n, 1)} %)`
-}
+const FLAGS = {
+  sizes: { kind: 'ints', default: [10, 30], min: 2, help: 'cluster sizes, one run each' },
+  keys: { kind: 'int', default: 5000, help: 'keys each node advertises' },
+  trials: { kind: 'int', default: 20, help: 'small deltas timed per size' },
+  'idle-seconds': { kind: 'int', default: 20 },
+  'reference-nodes': { kind: 'int', default: 30, min: 0, help: 'test/scale/node.js processes for the idle cross-check (0 skips it)' }
+} as const
+type Options = Flags<typeof FLAGS>
 
 interface SizeResult {
   size: number
@@ -312,19 +67,10 @@ async function runSize (size: number, opts: Options, log: (line: string) => void
   const run = await prepareCluster(size + 1, `n${size}`)
   try {
     log(`[${size} nodes] starting ${size} nodes with ${opts.keys} keys each; load ${loadAverage()}`)
-    for (let i = 0; i < size; i++) {
-      spawnBenchNode(run, i, opts.keys, bootstrapPeers(run, i, i))
-      await delay(STAGGER_MS)
-    }
-    const nodes = [...run.nodes]
-    await waitFor(() => { failFast(nodes); return nodes.every((n) => n.startedAt !== undefined) },
-      { timeoutMs: 120_000, intervalMs: 50, what: 'every node to start' })
-    const lastUp = Math.max(...nodes.map((n) => n.startedAt!))
-    await waitConverged(nodes, opts.keys)
-    const startupMs = monotonicMs() - lastUp
+    const { nodes, startupMs } = await startRouterNodes(run, size, opts.keys)
     log(`[${size} nodes] full index everywhere ${fixed(startupMs / 1000, 1)} s after the last router was up (status polled every 0.5 s)`)
 
-    const idle = await idleReading(nodes, opts.idleSeconds)
+    const idle = await idleReading(nodes, opts.idleSeconds, () => { failFast(nodes) })
     log(`[${size} nodes] idle ${opts.idleSeconds} s: ${idleText(idle)}; load ${loadAverage()}`)
 
     // Propagation of a small delta.
@@ -415,7 +161,7 @@ async function runReference (size: number, opts: Options, log: (line: string) =>
       failFast(nodes)
       return nodes.every((n) => n.latest !== undefined && n.latest.ready && n.latest.origins.length === size - 1 && n.latest.keys === (size - 1) * opts.keys)
     }, { timeoutMs: CONVERGE_TIMEOUT_MS, intervalMs: 200, what: `${size} reference nodes to hold the full index` })
-    const idle = await idleReading(nodes, opts.idleSeconds)
+    const idle = await idleReading(nodes, opts.idleSeconds, () => { failFast(nodes) })
     log(`[reference, ${size} test/scale/node.js] idle ${opts.idleSeconds} s: ${idleText(idle)}; load ${loadAverage()}`)
     return idle
   } finally {
@@ -424,7 +170,7 @@ async function runReference (size: number, opts: Options, log: (line: string) =>
 }
 
 async function main (): Promise<void> {
-  const opts = parseOptions()
+  const opts = parseFlags('cluster-scale', FLAGS)
   for (const script of [BENCH_NODE_JS, SCALE_NODE_JS]) {
     if (!existsSync(script)) throw new Error(`${script} is missing; build with npx tsc -p tsconfig.json`)
   }
@@ -446,16 +192,6 @@ async function main (): Promise<void> {
   }
   if (reference !== undefined) log(`reference ${opts.referenceNodes} x test/scale/node.js (status line every 1 s), idle: ${idleText(reference)}`)
   log(`load average at the end (1-min figure includes this benchmark): ${loadAverage()}`)
-}
-
-function shuffle<T> (items: T[]): T[] {
-  for (let i = items.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1))
-    const tmp = items[i] as T
-    items[i] = items[j] as T
-    items[j] = tmp
-  }
-  return items
 }
 
 runBenchmark('cluster-scale', main)

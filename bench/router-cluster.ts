@@ -1,0 +1,264 @@
+/**
+ * Router-only nodes for the scale and idle benchmarks (bench/cluster-scale.ts, bench/datapath.ts):
+ * N processes on loopback addresses 127.1.x.y of this machine, each the P2P router of the scale
+ * test advertising its own keys (bench/cluster-scale-node.ts, driven over stdin), bootstrapping
+ * from 3 random earlier nodes; and the idle reading of a converged cluster (RSS and CPU of every
+ * node from /proc) that the full spegel-ts nodes of bench/datapath.ts use as well.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { rmSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { createInterface } from 'node:readline'
+import { setTimeout as delay } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { createLogger } from '../src/observability/logger.js'
+import { loadOrCreatePrivateKey } from '../src/routing/p2p/identity.js'
+import { shuffle } from '../src/routing/p2p/util.js'
+import { freePort } from '../test/helpers/net.js'
+import { waitFor } from '../test/helpers/wait.js'
+import { clockTicksPerSecond, errorText, fixed, killQuietly, onCleanup, procSample, summarize, type ProcSample } from './cluster-common.js'
+import type { ScaleBenchNodeConfig } from './cluster-scale-node.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+export const BENCH_NODE_JS = path.join(here, 'cluster-scale-node.js')
+export const STAGGER_MS = 100
+const BOOTSTRAP_PEERS = 3
+export const CONVERGE_TIMEOUT_MS = 240_000
+/** Before an idle reading: the last pulls and dials of start-up are done. */
+const SETTLE_MS = 5_000
+
+// ---------------------------------------------------------------------------------------------
+// Node processes.
+
+export interface NodeProc {
+  index: number
+  host: string
+  port: number
+  peerId: string
+  dataDir: string
+  child: ChildProcess
+  pid: number
+  stderr: string
+  exited: boolean
+  /** CLOCK_MONOTONIC ms of the `started` line (bench nodes) or the orchestrator's receipt (reference). */
+  startedAt?: number
+  /** Reference nodes: the last status line. */
+  latest?: { ready: boolean, origins: string[], keys: number }
+  /** Bench nodes: replies by command id, and waiters for them. */
+  replies: Map<number, Record<string, unknown>>
+  waiters: Map<number, (line: Record<string, unknown>) => void>
+}
+
+export function monotonicMs (): number {
+  return Number(process.hrtime.bigint()) / 1e6
+}
+
+let nextCommandId = 1
+
+export function spawnNode (script: string, config: object, base: Omit<NodeProc, 'child' | 'pid' | 'stderr' | 'exited' | 'replies' | 'waiters'>): NodeProc {
+  const child = spawn(process.execPath, [script, JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'pipe'] })
+  if (child.pid === undefined) throw new Error(`cannot spawn ${script}`)
+  const node: NodeProc = { ...base, child, pid: child.pid, stderr: '', exited: false, replies: new Map(), waiters: new Map() }
+  child.once('exit', () => { node.exited = true })
+  child.stdin?.on('error', () => { /* the node died; its exit is reported by the waits */ })
+  child.stderr?.setEncoding('utf8')
+  child.stderr?.on('data', (chunk: string) => { node.stderr = (node.stderr + chunk).slice(-20_000) })
+  createInterface({ input: child.stdout! }).on('line', (text) => {
+    let line: Record<string, unknown>
+    try {
+      line = JSON.parse(text) as Record<string, unknown>
+    } catch {
+      return // a stray library print, not ours
+    }
+    if (line.event === 'started') node.startedAt = typeof line.t === 'number' ? line.t : monotonicMs()
+    if (line.event === 'status' && line.id === undefined) {
+      node.latest = { ready: line.ready === true, origins: line.origins as string[], keys: Number(line.keys) }
+      node.startedAt ??= monotonicMs()
+    }
+    if (typeof line.id === 'number' && line.id > 0) {
+      const key = replyKey(line)
+      const waiter = node.waiters.get(key)
+      if (waiter !== undefined) {
+        node.waiters.delete(key)
+        waiter(line)
+      } else {
+        node.replies.set(key, line)
+      }
+    }
+  })
+  return node
+}
+
+/** `seen` replies share their command's id with `watching`; keep them apart. */
+function replyKey (line: Record<string, unknown>): number {
+  return (line.event === 'seen' ? -1 : 1) * Number(line.id)
+}
+
+export async function awaitReply (node: NodeProc, key: number, timeoutMs: number, what: string): Promise<Record<string, unknown>> {
+  const have = node.replies.get(key)
+  if (have !== undefined) {
+    node.replies.delete(key)
+    return have
+  }
+  return await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      node.waiters.delete(key)
+      reject(new Error(`node ${node.index}: no ${what} within ${timeoutMs} ms${node.exited ? ` (exited: ${node.stderr.slice(-1000)})` : ''}`))
+    }, timeoutMs)
+    node.waiters.set(key, (line) => { clearTimeout(timer); resolve(line) })
+  })
+}
+
+export function send (node: NodeProc, cmd: Record<string, unknown>): number {
+  const id = nextCommandId++
+  node.child.stdin?.write(JSON.stringify({ ...cmd, id }) + '\n')
+  return id
+}
+
+export async function command (node: NodeProc, cmd: Record<string, unknown>, timeoutMs = 10_000): Promise<Record<string, unknown>> {
+  const id = send(node, cmd)
+  return await awaitReply(node, id, timeoutMs, `reply to ${String(cmd.cmd)}`)
+}
+
+export async function stopNodes (nodes: readonly NodeProc[]): Promise<void> {
+  await Promise.all(nodes.map(async (n) => {
+    if (n.exited) return
+    const exited = once(n.child, 'exit')
+    n.child.kill('SIGTERM')
+    const escalate = setTimeout(() => { n.child.kill('SIGKILL') }, 15_000)
+    await exited
+    clearTimeout(escalate)
+  }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// A cluster of one size.
+
+export interface ClusterRun {
+  dir: string
+  nodes: NodeProc[]
+  identities: Array<{ peerId: string, dataDir: string, host: string, port: number }>
+  addrOf: (i: number) => string
+  teardown: () => Promise<void>
+}
+
+export async function prepareCluster (size: number, label: string): Promise<ClusterRun> {
+  const dir = await mkdtemp(path.join(tmpdir(), `spg-bench-scale-${label}-`))
+  const nodes: NodeProc[] = []
+  const teardown = onCleanup(`${label} cluster`, async () => {
+    await stopNodes(nodes)
+    await rm(dir, { recursive: true, force: true })
+  }, () => {
+    for (const n of nodes) killQuietly(n.pid, 'SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  })
+  // 127.1.x.y: away from the test helpers' 127.0.x.y, so a test run on the machine does not clash.
+  const subnet = 1 + Math.floor(Math.random() * 250)
+  const log = createLogger({ level: 'silent' })
+  const identities: ClusterRun['identities'] = []
+  for (let i = 0; i < size; i++) {
+    const dataDir = path.join(dir, `node-${i}`)
+    const key = await loadOrCreatePrivateKey(dataDir, log)
+    const host = `127.1.${subnet}.${10 + i}`
+    identities.push({ peerId: peerIdFromPrivateKey(key).toString(), dataDir, host, port: await freePort(host) })
+  }
+  const addrOf = (i: number): string => {
+    const id = identities[i]!
+    return `/ip4/${id.host}/tcp/${id.port}/p2p/${id.peerId}`
+  }
+  return { dir, nodes, identities, addrOf, teardown }
+}
+
+/** Identities of `index`'s bootstrap peers: 3 random earlier nodes, as the scale test picks them. */
+export function bootstrapPeers (run: ClusterRun, index: number, among: number): string[] {
+  return shuffle(Array.from({ length: among }, (_, i) => i).filter((i) => i !== index)).slice(0, BOOTSTRAP_PEERS).map(run.addrOf)
+}
+
+export function spawnBenchNode (run: ClusterRun, index: number, keys: number, peers: string[]): NodeProc {
+  const id = run.identities[index]!
+  const cfg: ScaleBenchNodeConfig = { index, host: id.host, port: id.port, dataDir: id.dataDir, peers, keys }
+  const node = spawnNode(BENCH_NODE_JS, cfg, { index, host: id.host, port: id.port, peerId: id.peerId, dataDir: id.dataDir })
+  run.nodes.push(node)
+  return node
+}
+
+export function failFast (nodes: readonly NodeProc[]): void {
+  const dead = nodes.find((n) => n.exited)
+  if (dead !== undefined) throw new Error(`node ${dead.index} exited early: ${dead.stderr.slice(-2000)}`)
+}
+
+/** Polls every bench node's status until each holds every other node's record and keys. */
+export async function waitConverged (nodes: readonly NodeProc[], keysPerNode: number, timeoutMs = CONVERGE_TIMEOUT_MS): Promise<void> {
+  const n = nodes.length
+  let behind = n
+  await waitFor(async () => {
+    failFast(nodes)
+    const statuses = await Promise.all(nodes.map(async (node) => await command(node, { cmd: 'status' })))
+    behind = statuses.filter((s) => !(s.ready === true && s.origins === n - 1 && s.keys === (n - 1) * keysPerNode)).length
+    return behind === 0
+  }, { timeoutMs, intervalMs: 500, what: `${n} nodes to hold the full index` })
+    .catch((err: unknown) => { throw new Error(`${errorText(err)} (${behind} still behind)`, { cause: err }) })
+}
+
+export interface IdleReading { rssMiB: number[], hwmMiB: number[], cpuPercent: number[] }
+
+/** A process whose idle figures are read: router processes, or full spegel-ts nodes. */
+export interface IdleTarget { index: number, pid: number }
+
+/**
+ * CPU and RSS of every node from /proc over `seconds`, with nothing sent to them meanwhile;
+ * `checkAlive` throws when a node died during the window.
+ */
+export async function idleReading (nodes: readonly IdleTarget[], seconds: number, checkAlive: () => void): Promise<IdleReading> {
+  const ticks = await clockTicksPerSecond()
+  await delay(SETTLE_MS)
+  const before = new Map<number, ProcSample>()
+  for (const n of nodes) {
+    const s = procSample(n.pid)
+    if (s !== undefined) before.set(n.pid, s)
+  }
+  const t0 = monotonicMs()
+  await delay(seconds * 1000)
+  const elapsedS = (monotonicMs() - t0) / 1000
+  checkAlive()
+  const reading: IdleReading = { rssMiB: [], hwmMiB: [], cpuPercent: [] }
+  for (const n of nodes) {
+    const a = before.get(n.pid)
+    const b = procSample(n.pid)
+    if (a === undefined || b === undefined) throw new Error(`no /proc reading for node ${n.index} (pid ${n.pid})`)
+    reading.cpuPercent.push(((b.cpuTicks - a.cpuTicks) / ticks) / elapsedS * 100)
+    reading.rssMiB.push(b.rssKiB / 1024)
+    reading.hwmMiB.push(b.hwmKiB / 1024)
+  }
+  return reading
+}
+
+export function idleText (r: IdleReading): string {
+  const rss = summarize(r.rssMiB)
+  const cpu = summarize(r.cpuPercent)
+  const hwm = summarize(r.hwmMiB)
+  return `RSS per node median ${fixed(rss.p50)} MiB (min ${fixed(rss.min)}, max ${fixed(rss.max)}; peak VmHWM max ${fixed(hwm.max)} MiB), ` +
+    `idle CPU per node median ${fixed(cpu.p50, 2)} % of a core (mean ${fixed(cpu.mean, 2)}, max ${fixed(cpu.max, 2)}; all nodes together ${fixed(cpu.mean * cpu.n, 1)} %)`
+}
+
+/**
+ * Starts nodes 0..size-1 of `run` (100 ms apart, each bootstrapping from 3 random earlier ones)
+ * and waits until every one holds every other node's record and keys (4 minutes by default). Returns
+ * the nodes and the time from the last router being up to the full index everywhere.
+ */
+export async function startRouterNodes (run: ClusterRun, size: number, keys: number, convergeTimeoutMs = CONVERGE_TIMEOUT_MS): Promise<{ nodes: NodeProc[], startupMs: number }> {
+  for (let i = 0; i < size; i++) {
+    spawnBenchNode(run, i, keys, bootstrapPeers(run, i, i))
+    await delay(STAGGER_MS)
+  }
+  const nodes = [...run.nodes]
+  await waitFor(() => { failFast(nodes); return nodes.every((n) => n.startedAt !== undefined) },
+    { timeoutMs: 120_000, intervalMs: 50, what: 'every node to start' })
+  const lastUp = Math.max(...nodes.map((n) => n.startedAt!))
+  await waitConverged(nodes, keys, convergeTimeoutMs)
+  return { nodes, startupMs: monotonicMs() - lastUp }
+}
