@@ -25,6 +25,12 @@ process.on('unhandledRejection', (reason) => {
   process.stderr.write(JSON.stringify({ level: 'ERROR', time: new Date().toISOString(), msg: 'unhandled rejection', err: String((reason as Error)?.stack ?? reason) }) + '\n')
 })
 
+// libuv runs every file open, stat and read on a pool of 4 threads by default. A node serving
+// hundreds of downloads at once queues each small stat behind their 256 KiB reads; 16 threads
+// keep the disk busy and the queue short, at ~64 KiB of stack each while idle. Read by libuv on
+// its first pooled job, which has not happened yet here; an operator's own value wins.
+process.env.UV_THREADPOOL_SIZE ??= '16'
+
 const { runCli } = await import('./cli/program.js')
 // Each command loads only its own modules: the init and cleanup containers (configuration,
 // cleanup, cleanup-wait) then start in a fraction of the time and memory the registry needs

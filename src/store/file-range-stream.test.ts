@@ -7,6 +7,7 @@ import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
 import { addAbortSignal } from 'node:stream'
+import { BufferPool } from './buffer-pool.js'
 import { FileRangeStream, FILE_CHUNK_BYTES, type ByteSink } from './file-range-stream.js'
 
 /**
@@ -80,6 +81,43 @@ describe('FileRangeStream', () => {
     setImmediate(() => { controller.abort() })
     await assert.rejects(sending)
     assert.equal(stream.destroyed, true)
+  })
+
+  it('serves many responses at once from a pool smaller than their number, each exactly', async () => {
+    const pool = new BufferPool(64 * 1024, 3)
+    const ranges = Array.from({ length: 12 }, (_, i) => [i * 1000, Math.min(data.length - 1, i * 1000 + 300_000 + i)] as const)
+    const sinks = ranges.map(() => new LazySink())
+    await Promise.all(ranges.map(async ([start, end], i) => {
+      await new FileRangeStream(await fs.open(file), start, end).sendTo(sinks[i] as LazySink, undefined, pool)
+    }))
+    ranges.forEach(([start, end], i) => {
+      assert.ok(Buffer.concat((sinks[i] as LazySink).parts).equals(data.subarray(start, end + 1)), `range ${start}-${end}`)
+    })
+    assert.ok(pool.created <= 3)
+    assert.equal(pool.available, 3, 'every buffer came back')
+  })
+
+  it('gives its buffers back when the client goes away mid-send', async () => {
+    const pool = new BufferPool(64 * 1024, 2)
+    const server = http.createServer((req, res) => {
+      res.writeHead(200, { 'Content-Length': data.length })
+      void fs.open(file).then((h) => new FileRangeStream(h, 0, data.length - 1).sendTo(res, undefined, pool)).then(() => res.end(), () => res.destroy())
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const { port } = server.address() as { port: number }
+    try {
+      await new Promise<void>((resolve) => {
+        const req = http.get({ host: '127.0.0.1', port, path: '/' }, (res) => {
+          res.once('data', () => { req.destroy(); resolve() })
+        })
+        req.on('error', () => {})
+      })
+      const deadline = Date.now() + 10_000
+      while (pool.available < 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+      assert.equal(pool.available, 2)
+    } finally {
+      server.close()
+    }
   })
 
   it('fails when the file is shorter than the range', async () => {

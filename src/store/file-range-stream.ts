@@ -1,9 +1,20 @@
 import type { FileHandle } from 'node:fs/promises'
 import { Readable } from 'node:stream'
+import { BufferPool } from './buffer-pool.js'
 
 export const FILE_CHUNK_BYTES = 1024 * 1024
-/** Buffers in flight per response when sending: enough to keep the socket busy while we read. */
-const SEND_BUFFERS = 4
+/**
+ * Send buffers: 256 KiB reads keep a single download at disk speed (a read costs far less than
+ * sending its bytes), and 64 of them (16 MiB) bound the memory of any number of downloads.
+ */
+export const SEND_BUFFER_BYTES = 256 * 1024
+export const SEND_BUFFER_COUNT = 64
+/** Enough in flight to keep one socket busy while the next chunk is read. */
+export const MAX_SEND_BUFFERS_PER_RESPONSE = 4
+const WRITE_OFF_DELAY_MS = 1_000
+
+/** The process-wide pool every response's file stream sends from. */
+export const sendBufferPool = new BufferPool(SEND_BUFFER_BYTES, SEND_BUFFER_COUNT)
 
 export interface ByteSink {
   write(chunk: Uint8Array, callback: (err?: Error | null) => void): boolean
@@ -14,8 +25,8 @@ export interface ByteSink {
 
 /**
  * Bytes `start..end` (inclusive) of an open file. As a Readable it allocates a fresh buffer per
- * chunk (safe for any consumer). `sendTo` is the fast path for a response: a few buffers are
- * reused, each refilled only after the socket took the previous bytes (the write callback).
+ * chunk (safe for any consumer). `sendTo` is the fast path for a response: buffers of a shared
+ * pool, each refilled only after the socket took the previous bytes (the write callback).
  * Allocating 1 MiB per chunk made Node run a full GC every ~40 MiB and halved throughput.
  */
 export class FileRangeStream extends Readable {
@@ -53,15 +64,23 @@ export class FileRangeStream extends Readable {
     this.handle.close().then(() => { callback(err) }, () => { callback(err) })
   }
 
-  /** Writes the remaining range to `sink`; resolves when every byte was handed to it. */
-  async sendTo (sink: ByteSink, signal?: AbortSignal): Promise<void> {
+  /**
+   * Writes the remaining range to `sink`; resolves when every byte was handed to it. Buffers
+   * come from `pool` (shared by every response): a response takes one, waiting in line when all
+   * are in use, and more (up to `MAX_SEND_BUFFERS_PER_RESPONSE`) only while nobody waits, so a
+   * thousand clients share a fixed amount of memory and each still makes progress.
+   */
+  async sendTo (sink: ByteSink, signal?: AbortSignal, pool: BufferPool = sendBufferPool): Promise<void> {
     if (this.claimed) throw new Error('stream already being read')
     this.claimed = true
     // Nobody reads this stream as a Readable here: a destroy (e.g. an abort signal attached with
     // addAbortSignal) would emit an 'error' no one listens to and crash the process. Failures
     // reach the caller as this promise's rejection instead.
     this.on('error', () => {})
-    const free: Buffer[] = Array.from({ length: SEND_BUFFERS }, () => Buffer.allocUnsafe(FILE_CHUNK_BYTES))
+    const mine: Buffer[] = [] // taken from the pool and not in flight
+    const inFlight = new Set<Buffer>()
+    let held = 0
+    let isFinished = false
     let waiting: (() => void) | undefined
     let writeError: Error | undefined
     const wake = (): void => {
@@ -73,26 +92,48 @@ export class FileRangeStream extends Readable {
     sink.once('close', onClose)
     const onAbort = (): void => { writeError ??= prematureClose(); wake() }
     signal?.addEventListener('abort', onAbort, { once: true })
-    let inFlight = 0
     try {
       while (this.position <= this.end) {
         if (this.destroyed) writeError ??= prematureClose()
         if (writeError !== undefined) throw writeError
-        const buffer = free.pop()
+        let buffer = mine.pop()
+        if (buffer === undefined && held < MAX_SEND_BUFFERS_PER_RESPONSE && (held === 0 || pool.waiting === 0)) {
+          buffer = held === 0 ? await pool.acquire(signal) : pool.tryAcquire()
+          if (buffer !== undefined) held++
+        }
         if (buffer === undefined) {
+          // Every buffer of ours is with the socket: the next write callback frees one.
           await new Promise<void>((resolve) => { waiting = resolve })
           continue
         }
         const length = Math.min(buffer.length, this.end - this.position + 1)
-        const { bytesRead } = await this.handle.read(buffer, 0, length, this.position)
-        if (bytesRead === 0) throw new Error('file ended before the expected size')
+        let bytesRead: number
+        try {
+          ({ bytesRead } = await this.handle.read(buffer, 0, length, this.position))
+        } catch (err) {
+          mine.push(buffer)
+          throw err
+        }
+        if (bytesRead === 0) {
+          mine.push(buffer)
+          throw new Error('file ended before the expected size')
+        }
         this.position += bytesRead
-        if (writeError !== undefined) throw writeError
-        inFlight++
-        const hasRoom = sink.write(buffer.subarray(0, bytesRead), (err) => {
-          inFlight--
+        if (writeError !== undefined) {
+          mine.push(buffer)
+          throw writeError
+        }
+        inFlight.add(buffer)
+        const chunk = buffer
+        const hasRoom = sink.write(chunk.subarray(0, bytesRead), (err) => {
+          if (!inFlight.delete(chunk)) return // already written off (see below)
           if (err !== null && err !== undefined) writeError ??= err
-          free.push(buffer)
+          if (isFinished) {
+            held--
+            pool.release(chunk)
+          } else {
+            mine.push(chunk)
+          }
           wake()
         })
         if (!hasRoom && !sink.destroyed) {
@@ -104,14 +145,39 @@ export class FileRangeStream extends Readable {
           })
         }
       }
-      while (inFlight > 0 && writeError === undefined) await new Promise<void>((resolve) => { waiting = resolve })
+      while (inFlight.size > 0 && writeError === undefined) await new Promise<void>((resolve) => { waiting = resolve })
       if (writeError !== undefined) throw writeError
     } finally {
+      isFinished = true
       sink.removeListener('close', onClose)
       signal?.removeEventListener('abort', onAbort)
+      for (const buffer of mine.splice(0)) {
+        held--
+        pool.release(buffer)
+      }
+      if (inFlight.size > 0) writeOffAfterClose(sink, inFlight, pool)
       this.destroy()
     }
   }
+}
+
+/**
+ * Buffers still with a socket when its response ended early come back through their write
+ * callbacks. A destroyed socket normally calls them; should one never come, the pool would
+ * shrink for good and, in the end, every download would wait forever. So once the socket has
+ * closed and had a moment to call back, what is left is written off: the pool may create
+ * that many new buffers, and the old ones go to the garbage collector with the socket.
+ */
+function writeOffAfterClose (sink: ByteSink, inFlight: Set<Buffer>, pool: BufferPool): void {
+  const writeOff = (): void => {
+    const timer = setTimeout(() => {
+      for (const buffer of inFlight) pool.forget(buffer)
+      inFlight.clear()
+    }, WRITE_OFF_DELAY_MS)
+    timer.unref()
+  }
+  if (sink.destroyed) writeOff()
+  else sink.once('close', writeOff)
 }
 
 /** The same error pipeline reports when the destination closes first, so callers treat both alike. */
