@@ -111,6 +111,7 @@ describe('createMetrics: ours', () => {
     assert.match(text, /^spegel_router_pulls_total\{result="ok"\} 4$/m)
     assert.match(text, /^spegel_router_syncs_served_total 5$/m)
     assert.match(text, /^spegel_router_peer_last_heard_seconds\{peer="peer-a"\} 1\.5$/m)
+    assert.doesNotMatch(text, /spegel_router_limit_reached_total\{/, 'no series before the router reports its limits')
 
     ready = true
     snapshot = routerSnapshot({ pushesIn: 15, lastHeardSeconds: new Map([['peer-b', 31]]) })
@@ -123,6 +124,16 @@ describe('createMetrics: ours', () => {
     snapshot = routerSnapshot({ pushesIn: 2 })
     text = await m.registry.metrics()
     assert.match(text, /^spegel_router_pushes_total\{direction="in"\} 2$/m)
+
+    // Limits reached: every limit of the closed set is a series from the first scrape, and they count up.
+    snapshot = routerSnapshot({ limitsReached: new Map([['index-records', 0], ['pull-rate', 3]]) })
+    text = await m.registry.metrics()
+    assert.match(text, /^spegel_router_limit_reached_total\{limit="index-records"\} 0$/m)
+    assert.match(text, /^spegel_router_limit_reached_total\{limit="pull-rate"\} 3$/m)
+    snapshot = routerSnapshot({ limitsReached: new Map([['index-records', 1], ['pull-rate', 5]]) })
+    text = await m.registry.metrics()
+    assert.match(text, /^spegel_router_limit_reached_total\{limit="index-records"\} 1$/m)
+    assert.match(text, /^spegel_router_limit_reached_total\{limit="pull-rate"\} 5$/m)
   })
 
   it('counts served bytes by client and source, and relayed bytes per peer', async () => {

@@ -4,7 +4,9 @@
  * nodes push to it, answers their pulls with whatever a test puts in `pullAnswer`, and can sign
  * statements with its own key while claiming any origin.
  */
+import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Connection, Stream } from '@libp2p/interface'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { byteStream, lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLogger } from '../../src/observability/logger.js'
@@ -42,6 +44,8 @@ export class HostilePeer {
   readonly received: ReceivedFrame[] = []
   /** Frames to answer a pull with (a PullEnd is added); by default only an end. */
   pullAnswer: (from: string) => Uint8Array[] = () => []
+  /** When set, raw bytes (no framing, no end) to answer a pull with instead, then the stream is left open. */
+  pullAnswerRaw: ((from: string) => Uint8Array) | undefined
   readonly epoch = Date.now() * 1000
   seq = 0
   /** Pull requests honest nodes sent here. */
@@ -104,10 +108,15 @@ export class HostilePeer {
     return stream
   }
 
-  /** Opens a stream of `protocol` to `peer` and leaves it there (never read, never closed). */
+  /**
+   * Opens a stream of `protocol` to `peer`, writes `firstFrame` (length-prefixed) if given, and
+   * never reads: the stream is paused, so the muxer stops granting the other side window and
+   * whatever it writes stalls, as with a peer that never reads its socket. Never closed either.
+   */
   async openIdle (peer: string, protocol: string, firstFrame?: Uint8Array): Promise<Stream> {
     const stream = await this.#open(peer, protocol)
-    if (firstFrame !== undefined) await lpStream(stream).write(firstFrame)
+    stream.pause()
+    if (firstFrame !== undefined) stream.send(Uint8Array.from([...varint(firstFrame.byteLength), ...firstFrame]))
     return stream
   }
 
@@ -166,6 +175,10 @@ export class HostilePeer {
       const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
       await lp.read({ signal: AbortSignal.timeout(10_000) })
       this.pullsAnswered++
+      if (this.pullAnswerRaw !== undefined) {
+        await byteStream(stream).write(this.pullAnswerRaw(connection.remotePeer.toString()))
+        return
+      }
       for (const f of this.pullAnswer(connection.remotePeer.toString())) await lp.write(f)
       await lp.write(Uint8Array.of(FrameType.PullEnd))
       await stream.close()
@@ -173,4 +186,33 @@ export class HostilePeer {
       stream.abort(err instanceof Error ? err : new Error(String(err)))
     }
   }
+}
+
+/** Identities made on the spot: keys are free, which is what floods of made-up origins rely on. */
+export interface MintedIdentity {
+  readonly peerId: string
+  /** Signs statements as this identity (genuinely: its own key). */
+  sign(kind: StatementKind, epoch: number, seq: number, payload: Uint8Array): Statement
+}
+
+export async function mintIdentities (n: number): Promise<MintedIdentity[]> {
+  const out: MintedIdentity[] = []
+  for (let i = 0; i < n; i++) {
+    const privateKey = await generateKeyPair('Ed25519')
+    const peerId = peerIdFromPrivateKey(privateKey).toString()
+    const auth = new RecordAuth({ privateKey }, { selfId: peerId })
+    out.push({ peerId, sign: (kind, epoch, seq, payload) => auth.statement(kind, epoch, seq, payload) })
+  }
+  return out
+}
+
+/** An unsigned LEB128 varint, for hand-made length prefixes. */
+export function varint (n: number): number[] {
+  const out: number[] = []
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80)
+    n = Math.floor(n / 0x80)
+  }
+  out.push(n)
+  return out
 }

@@ -17,15 +17,18 @@ import { createLogger } from '../../src/observability/logger.js'
 import { staticBootstrapper } from '../../src/routing/bootstrap/static.js'
 import { collect } from '../../src/routing/conformance.js'
 import {
-  FrameType, StatementKind, compactKey, encodeDeltaFrame, encodeDeltaPayload, encodeGoodbyeFrame
+  FrameType, StatementKind, compactKey, encodeDeltaFrame, encodeDeltaPayload, encodeGoodbyeFrame, encodePullRequest, encodeRecordGone
 } from '../../src/routing/p2p/codec.js'
-import { MAX_FRAME_BYTES, PULL_PROTOCOL, PUSH_PROTOCOL } from '../../src/routing/p2p/constants.js'
+import {
+  MAX_CONTROL_FRAME_BYTES, MAX_FRAME_BYTES, MAX_INDEX_RECORDS, MAX_PULLS_SERVED_PER_PEER, MAX_PULL_REPLY_RECORDS, MAX_RECORD_KEYS,
+  PULL_MIN_INTERVAL_MS, PULL_PROTOCOL, PUSH_PROTOCOL, RETRY_WANTED_INTERVAL_MS
+} from '../../src/routing/p2p/constants.js'
 import { createP2PRouter, generatePskFile, type P2PRouter, type P2PRouterInit } from '../../src/routing/p2p/index.js'
-import type { RefusalReason } from '../../src/routing/p2p/record-auth.js'
+import { LIMITS, type LimitName, type RefusalReason } from '../../src/routing/p2p/record-auth.js'
 import { pinTag } from '../../src/routing/tag-key.js'
 import { containerdAvailable } from '../helpers/containerd.js'
 import { lookupPeers, startCluster, type Cluster, type ClusterNode } from '../helpers/cluster.js'
-import { HostilePeer } from '../helpers/hostile-peer.js'
+import { HostilePeer, mintIdentities, varint, type MintedIdentity } from '../helpers/hostile-peer.js'
 import { buildImage, type BuiltImage } from '../helpers/image.js'
 import { freePort, httpRequest } from '../helpers/net.js'
 import { waitFor } from '../helpers/wait.js'
@@ -38,19 +41,12 @@ const DEADLINE_MS = 20_000
 const digest = (): string => `sha256:${randomBytes(32).toString('hex')}`
 const ids = async (router: P2PRouter, key: string): Promise<string[]> => (await collect(router, key)).map((p) => p.id).sort()
 const refused = (router: P2PRouter, reason: RefusalReason): number => router.status().refused[reason]
+const limited = (router: P2PRouter, limit: LimitName): number => router.status().limited[limit]
+/** JS heap plus buffers outside it: what a flood of frames or stalled streams would grow. */
+const memoryBytes = (): number => { const m = process.memoryUsage(); return m.heapUsed + m.arrayBuffers }
+const mib = (bytes: number): string => (bytes / 1024 / 1024).toFixed(1)
 const hostOf = (router: P2PRouter): string => /^\/ip4\/([^/]+)/.exec(router.multiaddrs()[0] ?? '')?.[1] ?? ''
 const portOf = (router: P2PRouter): string => /\/tcp\/(\d+)/.exec(router.multiaddrs()[0] ?? '')?.[1] ?? ''
-
-/** An unsigned LEB128 varint, for hand-made length prefixes. */
-function varint (n: number): number[] {
-  const out: number[] = []
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80)
-    n = Math.floor(n / 0x80)
-  }
-  out.push(n)
-  return out
-}
 
 async function startRouter (host: string, peers: string[], init: Partial<P2PRouterInit> = {}): Promise<P2PRouter> {
   const router = await createP2PRouter({ log }, {
@@ -70,6 +66,7 @@ describe('a hostile peer against in-process routers (no pre-shared key)', () => 
   let h: HostilePeer
   const hHost = '127.0.1.9'
   let dropFromB = false
+  let ghostIdentities: MintedIdentity[] = []
   const legitKey = digest()
   const legitRecord = (): Parameters<HostilePeer['recordFrame']>[3] => ({ registryAddress: `${hHost}:5000`, addrs: h.addrs(), keys: [legitKey] })
 
@@ -113,6 +110,8 @@ describe('a hostile peer against in-process routers (no pre-shared key)', () => 
   })
 
   it('refuses tampered relayed bytes, and takes the untouched bytes from the same relay', async () => {
+    // A pull c already owes (folded into the next one of its peer's interval) could bring b's change.
+    await waitFor(() => c.status().pullsInFlight === 0 && c.status().pullsDeferred === 0, { timeoutMs: DEADLINE_MS, what: 'c to finish the pulls it owes' })
     dropFromB = true
     try {
       const key = digest()
@@ -231,12 +230,144 @@ describe('a hostile peer against in-process routers (no pre-shared key)', () => 
     const unsigned = refused(a, 'unsigned')
     await h.pushRaw(a.peerId, Uint8Array.of(3, 3, 1, 111), '/spegel-ts/index/delta/1').catch(() => undefined)
     await waitMore(() => refused(a, 'unsigned'), unsigned, 'a to refuse the unsigned protocol')
+
+    // A push frame just over its limit, sent whole: refused at the length prefix, nothing buffered.
+    const pushOversized = refused(a, 'oversized')
+    await h.push(a.peerId, [new Uint8Array(MAX_CONTROL_FRAME_BYTES + 1)]).catch(() => undefined)
+    await waitMore(() => refused(a, 'oversized'), pushOversized, 'a to refuse a push frame over its limit')
+
+    // A pull request over its limit, and pull answers that are oversized or truncated.
+    const requestOversized = refused(a, 'oversized')
+    await h.pushRaw(a.peerId, Uint8Array.from(varint(MAX_CONTROL_FRAME_BYTES + 1)), PULL_PROTOCOL)
+    await waitMore(() => refused(a, 'oversized'), requestOversized, 'a to refuse a pull request over its limit')
+    const answerOversized = refused(a, 'oversized')
+    h.pullAnswerRaw = () => Uint8Array.from(varint(MAX_FRAME_BYTES + 1))
+    h.seq++
+    await h.heartbeat(a.peerId)
+    await waitMore(() => refused(a, 'oversized'), answerOversized, 'a to refuse a pull answer frame over its limit')
+    h.pullAnswerRaw = undefined
+    const answerTruncated = refused(a, 'malformed')
+    const record = h.recordFrame(h.peerId, h.epoch, h.seq, legitRecord())
+    h.pullAnswer = () => [record.subarray(0, record.byteLength - 10)]
+    await h.heartbeat(a.peerId)
+    await waitMore(() => refused(a, 'malformed'), answerTruncated, 'a to refuse a truncated pull answer frame')
+    h.pullAnswer = () => [h.recordFrame(h.peerId, h.epoch, h.seq, legitRecord())]
+    await h.heartbeat(a.peerId)
+    await waitFor(() => a.knownVersion(h.peerId)?.seq === h.seq, { timeoutMs: DEADLINE_MS, what: 'a to take the hostile peer\'s good record again' })
+  })
+
+  it('does not relay a flood of deltas for unknown origins, bounds what it keeps of them, and pulls once per interval', async (t) => {
+    // Identities are free: each of these signs its own delta, genuinely.
+    const ghosts = await mintIdentities(MAX_INDEX_RECORDS + 50)
+    const payload = encodeDeltaPayload({ removes: [], adds: [compactKey(digest())], tagDigests: undefined, recordSignature: new Uint8Array(64) })
+    const flood = ghosts.map((g) => encodeDeltaFrame(g.sign(StatementKind.Delta, 1, 5, payload).bytes))
+    // The last frame is a forgery: once a refuses it, a has looked at every frame before it.
+    const { epoch, seq } = b.version()
+    const marker = encodeDeltaFrame(h.sign(StatementKind.Delta, b.peerId, epoch, seq + 1, payload).bytes)
+    const gaps = { b: b.status().counters.gaps, c: c.status().counters.gaps }
+    const pulls = h.pullsAnswered
+    const badSignature = refused(a, 'bad-signature')
+    const memoryBefore = memoryBytes()
+    const startedMs = Date.now()
+    await h.push(a.peerId, [...flood, marker])
+    await waitMore(() => refused(a, 'bad-signature'), badSignature, 'a to go through the whole flood', 60_000)
+    const elapsedMs = Date.now() - startedMs
+    t.diagnostic(`${flood.length} deltas of unknown origins: ${elapsedMs} ms, heap+buffers ${mib(memoryBefore)} -> ${mib(memoryBytes())} MiB, pulls from the sender ${h.pullsAnswered - pulls}, limits ${JSON.stringify(a.status().limited)}`)
+
+    assert.ok(limited(a, 'unknown-origins') > 0, 'what a keeps of unknown origins stops at its bound')
+    assert.equal(a.status().records, 3, 'no record came of it')
+    // One pull per interval from the sender, however many frames asked for one (plus the
+    // retries of versions still wanted, one per retry interval).
+    const bound = 1 + Math.ceil(elapsedMs / PULL_MIN_INTERVAL_MS) + Math.ceil(elapsedMs / RETRY_WANTED_INTERVAL_MS)
+    assert.ok(h.pullsAnswered - pulls <= bound, `${h.pullsAnswered - pulls} pulls for ${flood.length} frames (bound ${bound})`)
+    // Nothing was relayed: a change of a's, queued after anything a could have passed on, reaches
+    // b and c, and neither saw a single gap meanwhile.
+    const key = digest()
+    a.advertise([key])
+    await waitFor(async () => (await ids(b, key)).includes(a.peerId) && (await ids(c, key)).includes(a.peerId), { timeoutMs: DEADLINE_MS, what: 'a\'s change to reach b and c' })
+    assert.deepEqual({ b: b.status().counters.gaps, c: c.status().counters.gaps }, gaps)
+    assert.equal(limited(b, 'unknown-origins') + limited(c, 'unknown-origins'), 0)
+    ghostIdentities = ghosts
+  })
+
+  it('refuses a record with too many keys and a pull answer with too many records', async (t) => {
+    h.seq++
+    const keys = Array.from({ length: MAX_RECORD_KEYS + 1 }, digest)
+    h.pullAnswer = () => [h.recordFrame(h.peerId, h.epoch, h.seq, { registryAddress: `${hHost}:5000`, addrs: h.addrs(), keys })]
+    const recordKeys = limited(a, 'record-keys')
+    await h.heartbeat(a.peerId)
+    await waitMore(() => limited(a, 'record-keys'), recordKeys, 'a to refuse a record over the key limit')
+    assert.notEqual(a.knownVersion(h.peerId)?.seq, h.seq)
+    assert.ok((await ids(a, legitKey)).includes(h.peerId), 'the last good record stays')
+    assert.deepEqual(await ids(a, keys[0]!), [])
+
+    // Goodbyes of made-up origins, more than an answer may carry: the first ones are looked at,
+    // the rest is not read.
+    const ghosts = ghostIdentities.slice(0, MAX_PULL_REPLY_RECORDS + 20)
+    h.seq++
+    h.pullAnswer = () => ghosts.map((g) => encodeRecordGone(g.sign(StatementKind.Goodbye, 1, 0, new Uint8Array(0)).bytes))
+    const replyRecords = limited(a, 'pull-reply-records')
+    await h.heartbeat(a.peerId)
+    await waitMore(() => limited(a, 'pull-reply-records'), replyRecords, 'a to stop reading an answer with too many records')
+    assert.equal(a.status().counters.goodbyes, 0, 'goodbyes of origins a never held are not news')
+    t.diagnostic(`limits on a: ${JSON.stringify(a.status().limited)}`)
+
+    h.pullAnswer = () => [h.recordFrame(h.peerId, h.epoch, h.seq, legitRecord())]
+    await h.heartbeat(a.peerId)
+    await waitFor(() => a.knownVersion(h.peerId)?.seq === h.seq, { timeoutMs: DEADLINE_MS, what: 'a to take the hostile peer\'s good record again' })
+  })
+
+  it('answers pulls frame by frame: pulls never read hold little, are cut, and do not stall other peers\' pulls', async (t) => {
+    // Something worth answering, larger than the window a muxer grants a stream before its reader
+    // takes anything: b and c advertise 40,000 keys each (records of about 1.3 MB).
+    b.advertise(Array.from({ length: 40_000 }, digest))
+    c.advertise(Array.from({ length: 40_000 }, digest))
+    await waitFor(() => a.knownVersion(b.peerId)?.seq === b.version().seq && a.knownVersion(c.peerId)?.seq === c.version().seq,
+      { timeoutMs: DEADLINE_MS, what: 'a to pull b\'s and c\'s large records' })
+    const others = await Promise.all([1, 2, 3].map(async (i) => await HostilePeer.start({ host: `127.0.1.${20 + i}` })))
+    t.after(async () => { await Promise.allSettled(others.map(async (o) => { await o.stop() })) })
+    const attackers = [h, ...others]
+    for (const o of others) await o.dial(a.multiaddrs()[0]!)
+
+    const before = { peer: limited(a, 'pulls-served-peer'), stalled: limited(a, 'pull-stalled'), served: a.status().counters.syncsServed }
+    const memoryBefore = memoryBytes()
+    // Each asks for everything (an empty version vector) and never takes a byte of the answer.
+    const attempts = attackers.length * (MAX_PULLS_SERVED_PER_PEER + 2)
+    for (const x of attackers) {
+      for (let i = 0; i < MAX_PULLS_SERVED_PER_PEER + 2; i++) {
+        // a may have reset the stream (refused) before the attacker pauses it.
+        await x.openIdle(a.peerId, PULL_PROTOCOL, encodePullRequest([])).catch(() => undefined)
+      }
+    }
+    await waitFor(() => a.status().pullsServing >= attackers.length * MAX_PULLS_SERVED_PER_PEER && limited(a, 'pulls-served-peer') > before.peer,
+      { timeoutMs: DEADLINE_MS, what: 'a to answer two pulls per attacker and refuse the rest' })
+    const memoryStalled = memoryBytes()
+
+    // Meanwhile another peer pulls from a and gets everything, and changes still flow.
+    const honest = await HostilePeer.start({ host: '127.0.1.30' })
+    t.after(async () => { await honest.stop() })
+    await honest.dial(a.multiaddrs()[0]!)
+    const answer = await honest.pull(a.peerId)
+    const bRecord = answer.find((f) => f.type === FrameType.Record && f.statement.origin === b.peerId)
+    assert.ok(bRecord !== undefined, 'the other peer got b\'s record from a')
+    assert.ok(a.status().pullsServing >= attackers.length * MAX_PULLS_SERVED_PER_PEER, 'while the stalled answers were still held')
+    const key = digest()
+    c.advertise([key])
+    await waitFor(async () => (await ids(a, key)).includes(c.peerId), { timeoutMs: DEADLINE_MS, what: 'c\'s change to reach a' })
+
+    // The stalled answers are cut, and their slots come back.
+    await waitFor(() => a.status().pullsServing === 0 && limited(a, 'pull-stalled') >= before.stalled + attackers.length * MAX_PULLS_SERVED_PER_PEER,
+      { timeoutMs: DEADLINE_MS, what: 'a to cut the answers nobody reads' })
+    t.diagnostic(`${attempts} never-read pulls opened by ${attackers.length} peers against a holding ${a.status().keys} keys: ` +
+      `${a.status().limited['pulls-served-peer'] - before.peer} refused, heap+buffers ${mib(memoryBefore)} -> ${mib(memoryStalled)} MiB while stalled (both ends in this process)`)
+    assert.ok(memoryStalled - memoryBefore < 64 * 1024 * 1024, `stalled answers hold ${mib(memoryStalled - memoryBefore)} MiB`)
   })
 
   it('keeps working while streams are opened and never read', async () => {
     for (let i = 0; i < 16; i++) {
-      await h.openIdle(a.peerId, PULL_PROTOCOL, Uint8Array.of(FrameType.PullRequest, 0))
-      await h.openIdle(a.peerId, PUSH_PROTOCOL)
+      // Beyond a few per connection, libp2p resets them (an honest peer needs one or two).
+      await h.openIdle(a.peerId, PULL_PROTOCOL, Uint8Array.of(FrameType.PullRequest, 0)).catch(() => undefined)
+      await h.openIdle(a.peerId, PUSH_PROTOCOL).catch(() => undefined)
     }
     const keys = [digest(), pinTag('example.com/team/app:1', digest())]
     b.advertise(keys)
@@ -274,6 +405,22 @@ describe('a hostile peer against routers with a pre-shared key', () => {
     await insider.push(a.peerId, [encodeGoodbyeFrame(insider.sign(StatementKind.Goodbye, b.peerId, b.version().epoch, 0, new Uint8Array(0)).bytes)])
     await waitMore(() => refused(a, 'bad-signature'), before, 'a to refuse the insider\'s forged goodbye')
     assert.ok(a.origins().includes(b.peerId))
+
+    // A member flooding deltas of made-up origins: a keeps them to itself.
+    const ghosts = await mintIdentities(200)
+    const payload = encodeDeltaPayload({ removes: [], adds: [compactKey(digest())], tagDigests: undefined, recordSignature: new Uint8Array(64) })
+    const gaps = b.status().counters.gaps
+    const marker = refused(a, 'bad-signature')
+    await insider.push(a.peerId, [
+      ...ghosts.map((g) => encodeDeltaFrame(g.sign(StatementKind.Delta, 1, 3, payload).bytes)),
+      encodeGoodbyeFrame(insider.sign(StatementKind.Goodbye, b.peerId, b.version().epoch, 1, new Uint8Array(0)).bytes)
+    ])
+    await waitMore(() => refused(a, 'bad-signature'), marker, 'a to go through the flood')
+    const key = digest()
+    a.advertise([key])
+    await waitFor(async () => (await ids(b, key)).includes(a.peerId), { timeoutMs: DEADLINE_MS, what: 'a\'s change to reach b after the flood' })
+    assert.equal(b.status().counters.gaps, gaps, 'nothing of the flood was relayed to b')
+    assert.equal(a.status().records, 1)
   })
 })
 
@@ -382,7 +529,51 @@ describe('a hostile peer inside a cluster of real nodes (pre-shared key, real co
       assert.match(metrics, new RegExp(`^spegel_router_frames_refused_total\\{reason="${reason}"\\} \\d+$`, 'm'), `the ${reason} series exists`)
     }
   })
+
+  it('answers pulls that are never read with bounded memory, cuts them, keeps serving others, and counts it', async (t) => {
+    const [n1, n2] = cluster.nodes as [ClusterNode, ClusterNode]
+    // A record of its own large enough that an answer outgrows what a stream takes unread.
+    const keys = Array.from({ length: 45_000 }, digest)
+    h.seq++
+    h.pullAnswer = () => [h.recordFrame(h.peerId, h.epoch, h.seq, { registryAddress: `${h.addrs()[0]?.split('/')[2] ?? ''}:5000`, addrs: h.addrs(), keys })]
+    await h.heartbeat(n1.peerId)
+    await waitFor(async () => (await lookupPeers(n1, keys[0]!)).includes(h.peerId), { timeoutMs: DEADLINE_MS, what: 'node 1 to hold the hostile peer\'s large record' })
+    const rssBefore = await rssOn(n1.spegel.metricsUrl)
+    const before = { peer: await limitedOn(n1.spegel.metricsUrl, 'pulls-served-peer'), stalled: await limitedOn(n1.spegel.metricsUrl, 'pull-stalled') }
+    for (let i = 0; i < MAX_PULLS_SERVED_PER_PEER + 2; i++) await h.openIdle(n1.peerId, PULL_PROTOCOL, encodePullRequest([])).catch(() => undefined)
+    await waitFor(async () => (await limitedOn(n1.spegel.metricsUrl, 'pulls-served-peer')) > before.peer, { timeoutMs: DEADLINE_MS, what: 'node 1 to refuse pulls past the per-peer limit' })
+    const rssStalled = await rssOn(n1.spegel.metricsUrl)
+
+    // Node 1 still answers another member's pull (here: node 2's view of node 1 is current, and
+    // another member pulls everything), and real pulls through node 2 still work.
+    const member = await HostilePeer.start({ host: h.addrs()[0]!.split('/')[2]!.replace(/\.\d+$/, '.201'), secretPath: path.join(dir, 'swarm.key') })
+    t.after(async () => { await member.stop() })
+    await member.dial(`/ip4/${n1.host}/tcp/${n1.spegel.routerPort}/p2p/${n1.peerId}`)
+    const answer = await member.pull(n1.peerId)
+    assert.ok(answer.some((f) => f.type === FrameType.Record && f.statement.origin === n1.peerId), 'node 1 answered another member')
+    const res = await httpRequest(`${n2.spegel.registryUrl}/v2/hostile/app/manifests/1.0?ns=example.test`, { method: 'HEAD' })
+    assert.equal(res.status, 200)
+
+    await waitFor(async () => (await limitedOn(n1.spegel.metricsUrl, 'pull-stalled')) >= before.stalled + MAX_PULLS_SERVED_PER_PEER,
+      { timeoutMs: DEADLINE_MS, what: 'node 1 to cut the answers nobody reads' })
+    t.diagnostic(`node 1 RSS ${mib(rssBefore)} MiB before, ${mib(rssStalled)} MiB with ${MAX_PULLS_SERVED_PER_PEER} stalled answers of ${keys.length + 10} keys held`)
+    assert.ok(rssStalled - rssBefore < 64 * 1024 * 1024, `stalled answers grew node 1 by ${mib(rssStalled - rssBefore)} MiB`)
+    const metrics = (await httpRequest(`${n1.spegel.metricsUrl}/metrics`, { method: 'GET' })).body.toString()
+    for (const limit of LIMITS) {
+      assert.match(metrics, new RegExp(`^spegel_router_limit_reached_total\\{limit="${limit}"\\} \\d+$`, 'm'), `the ${limit} series exists`)
+    }
+  })
 })
+
+async function limitedOn (metricsUrl: string, limit: string): Promise<number> {
+  const text = (await httpRequest(`${metricsUrl}/metrics`, { method: 'GET' })).body.toString()
+  return Number(new RegExp(`^spegel_router_limit_reached_total\\{limit="${limit}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0)
+}
+
+async function rssOn (metricsUrl: string): Promise<number> {
+  const text = (await httpRequest(`${metricsUrl}/metrics`, { method: 'GET' })).body.toString()
+  return Number(/^process_resident_memory_bytes (\S+)$/m.exec(text)?.[1] ?? Number.NaN)
+}
 
 async function refusedOn (metricsUrl: string, reason: string): Promise<number> {
   const text = (await httpRequest(`${metricsUrl}/metrics`, { method: 'GET' })).body.toString()

@@ -1,9 +1,10 @@
+import { once } from 'node:events'
 import type { Connection, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import type { Logger } from '../../observability/logger.js'
 import {
   FrameType, StatementKind, decodePullRequest, decodePullResponse, decodeRecordPayload, encodeHave, encodePullEnd, encodePullRequest,
-  encodeRecordFrame, encodeRecordGone, encodeRecordSame, encodeRecordPayload, encodeStatement, type RecordBody,
+  encodeRecordGone, encodeRecordSame, encodeRecordPayload, encodeStatement, lengthPrefix, recordFrameHead, type RecordBody,
   type RecordFrame, type Statement, type VersionEntry
 } from './codec.js'
 import {
@@ -53,8 +54,6 @@ export interface AntiEntropyComponents {
 export interface AntiEntropyInit {
   /** Pull from a random connected peer this often. */
   pullIntervalMs: number
-  /** Least time between two pulls from one peer (default PULL_MIN_INTERVAL_MS). */
-  pullMinIntervalMs?: number
 }
 
 /** What one pull exchange brought. */
@@ -81,7 +80,6 @@ interface PullResult {
 export class AntiEntropy {
   readonly #c: AntiEntropyComponents
   readonly #init: AntiEntropyInit
-  readonly #minIntervalMs: number
   readonly #pulls = new Map<string, { again: boolean }>()
   /** Earliest start of the next pull from each peer. */
   readonly #nextPullMs = new Map<string, number>()
@@ -101,7 +99,6 @@ export class AntiEntropy {
   constructor (components: AntiEntropyComponents, init: AntiEntropyInit) {
     this.#c = components
     this.#init = init
-    this.#minIntervalMs = init.pullMinIntervalMs ?? PULL_MIN_INTERVAL_MS
   }
 
   /** At least one pull completed: this node holds what some peer knew. */
@@ -111,6 +108,11 @@ export class AntiEntropy {
 
   get inFlight (): number {
     return this.#pulls.size
+  }
+
+  /** Pulls waiting for the end of their peer's interval (PULL_MIN_INTERVAL_MS). */
+  get deferred (): number {
+    return this.#deferred.size
   }
 
   /** Pulls this node is answering right now. */
@@ -176,7 +178,7 @@ export class AntiEntropy {
     if (this.#deferred.has(peer)) {
       // A second reason within the interval, while one pull already waits for its end: the flood
       // this limit is for (an honest peer rarely gives two).
-      this.#c.limits.reached('pull-rate', { peer, what: `reasons to pull from one peer within ${this.#minIntervalMs} ms are folded into one pull` })
+      this.#c.limits.reached('pull-rate', { peer, what: `reasons to pull from one peer within ${PULL_MIN_INTERVAL_MS} ms are folded into one pull` })
       return
     }
     const now = Date.now()
@@ -194,7 +196,7 @@ export class AntiEntropy {
   }
 
   #startPull (peer: string, nowMs: number): void {
-    this.#nextPullMs.set(peer, nowMs + this.#minIntervalMs)
+    this.#nextPullMs.set(peer, nowMs + PULL_MIN_INTERVAL_MS)
     const state = { again: false }
     this.#pulls.set(peer, state)
     this.#track((async () => {
@@ -393,27 +395,35 @@ export class AntiEntropy {
       let bytes = 0
       let records = 0
       let isCut = false
-      /** Writes one frame once the requester has taken the ones before; false when the answer is full. */
-      const write = async (frame: Uint8Array, isRecord: boolean): Promise<boolean> => {
+      /**
+       * Writes one frame (given in parts, so a record's statement is sent from the bytes held, not
+       * copied: answers stalled on the same record share it) once the requester has taken the
+       * frames before; false when the answer is full.
+       */
+      const write = async (parts: Uint8Array[], isRecord: boolean): Promise<boolean> => {
         if (isCut) return false
+        const frameBytes = parts.reduce((n, p) => n + p.byteLength, 0)
         // Room is kept for the end frame.
-        if (bytes + frame.byteLength + 2 > MAX_PULL_REPLY_BYTES || (isRecord && records >= MAX_PULL_REPLY_RECORDS)) {
+        if (bytes + frameBytes + 2 > MAX_PULL_REPLY_BYTES || (isRecord && records >= MAX_PULL_REPLY_RECORDS)) {
           isCut = true
           const limit = records >= MAX_PULL_REPLY_RECORDS ? 'pull-reply-records' : 'pull-reply-bytes'
           limits.reached(limit, { peer: from, what: 'a pull answer was cut at its limit; the requester pulls again for the rest' })
           return false
         }
-        bytes += frame.byteLength
+        bytes += frameBytes
         if (isRecord) records++
         stalled = AbortSignal.timeout(PULL_WRITE_STALL_MS)
-        await lp.write(frame, { signal: AbortSignal.any([signal, stalled]) })
+        let isWritable = stream.send(lengthPrefix(frameBytes))
+        for (const p of parts) isWritable = stream.send(p)
+        // The muxer holds what it cannot send yet; wait until the requester took enough of it.
+        if (!isWritable) await once(stream, 'drain', { signal: AbortSignal.any([signal, stalled]) })
         return true
       }
       let theyAreAhead = false
 
       const mine = theirs.get(node.peerId)
-      if (mine === undefined || isNewer(own.epoch, own.seq, mine)) await write(encodeRecordFrame(0, own.statement().bytes), true)
-      else await write(encodeRecordSame({ origin: node.peerId, epoch: own.epoch, seq: own.seq, ageMs: 0 }), false)
+      if (mine === undefined || isNewer(own.epoch, own.seq, mine)) await write([recordFrameHead(0), own.statement().bytes], true)
+      else await write([encodeRecordSame({ origin: node.peerId, epoch: own.epoch, seq: own.seq, ageMs: 0 })], false)
 
       let needed: IndexRecord[] = []
       let neededKeys = 0
@@ -423,7 +433,7 @@ export class AntiEntropy {
         neededKeys = 0
         const now = Date.now()
         for (const [rec, statement] of this.#statements(batch, now)) {
-          if (!await write(encodeRecordFrame(now - rec.lastHeardMs, statement), true)) return
+          if (!await write([recordFrameHead(now - rec.lastHeardMs), statement], true)) return
         }
       }
       // A snapshot of who is held: the index may change while the answer waits on the requester.
@@ -437,7 +447,7 @@ export class AntiEntropy {
           neededKeys += rec.keyCount
           if (neededKeys >= REBUILD_BATCH_KEYS) await flush()
         } else if (t.epoch === rec.epoch && t.seq === rec.seq) {
-          await write(encodeRecordSame({ origin: rec.origin, epoch: rec.epoch, seq: rec.seq, ageMs: now - rec.lastHeardMs }), false)
+          await write([encodeRecordSame({ origin: rec.origin, epoch: rec.epoch, seq: rec.seq, ageMs: now - rec.lastHeardMs })], false)
         } else {
           theyAreAhead = true
         }
@@ -447,13 +457,15 @@ export class AntiEntropy {
         if (isCut) break
         if (t.origin === node.peerId || index.get(t.origin) !== undefined) continue
         const goodbye = index.isTombstoned(t.origin, t.epoch) ? index.goodbyeStatement(t.origin) : undefined
-        if (goodbye !== undefined) await write(encodeRecordGone(goodbye), true)
+        if (goodbye !== undefined) await write([encodeRecordGone(goodbye)], true)
         // They hold a record we lack (or let expire); it is worth pulling back.
         else if (t.origin !== from) theyAreAhead = true
       }
       if (theirs.size > 0 && index.isBehind(from, theirs.get(from)?.epoch ?? 0, theirs.get(from)?.seq ?? 0)) theyAreAhead = true
       stalled = AbortSignal.timeout(PULL_WRITE_STALL_MS)
-      await lp.write(encodePullEnd(isCut), { signal: AbortSignal.any([signal, stalled]) })
+      const end = encodePullEnd(isCut)
+      stream.send(lengthPrefix(end.byteLength))
+      stream.send(end)
       await stream.close({ signal: AbortSignal.any([signal, stalled]) })
       counters.syncsServed++
       // Through the per-peer pull rate like any other reason to pull.

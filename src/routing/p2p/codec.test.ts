@@ -5,7 +5,7 @@ import {
   CodecError, FrameType, StatementKind, compactKey, compareKeys, decodeDeltaPayload, decodePullRequest, decodePullResponse,
   decodePush, decodeRecordPayload, encodeDeltaFrame, encodeDeltaPayload, encodeGoodbyeFrame, encodeHave, encodeHeartbeat,
   encodePullEnd, encodePullRequest, encodeRecordFrame, encodeRecordGone, encodeRecordPayload, encodeRecordSame, encodeStatement,
-  expandKey
+  expandKey, lengthPrefix, recordFrameHead
 } from './codec.js'
 
 const digest = (): string => `sha256:${randomBytes(32).toString('hex')}`
@@ -74,6 +74,9 @@ describe('index codec', () => {
     assert.deepEqual(decodePullResponse(encodeRecordSame({ origin: 'a', epoch: 1, seq: 2, ageMs: 3 })), { type: FrameType.RecordSame, origin: 'a', epoch: 1, seq: 2, ageMs: 3 })
     assert.deepEqual(decodePullResponse(encodePullEnd()), { type: FrameType.PullEnd, isCut: false })
     assert.deepEqual(decodePullResponse(encodePullEnd(true)), { type: FrameType.PullEnd, isCut: true })
+    const body = new Uint8Array(randomBytes(300))
+    assert.deepEqual(Buffer.concat([recordFrameHead(1234.4), body]), Buffer.from(encodeRecordFrame(1234.4, body)), 'a head plus the statement is the frame')
+    assert.deepEqual([...lengthPrefix(300)], [0xac, 0x02])
     assert.throws(() => decodePullResponse(Uint8Array.of(FrameType.PullEnd, 2)), CodecError)
     assert.throws(() => decodePullResponse(Uint8Array.of(FrameType.PullEnd, 1, 0)), CodecError)
   })

@@ -589,6 +589,20 @@ export function encodeRecordFrame (ageMs: number, statement: Uint8Array): Uint8A
   return new Writer(16 + statement.byteLength).u8(FrameType.Record).uint(Math.max(0, Math.round(ageMs))).raw(statement).finish()
 }
 
+/**
+ * What comes before the statement in a Record frame, for writers that send the statement bytes
+ * they already hold instead of copying them into a new frame: `[...recordFrameHead(age), ...statement]`
+ * is `encodeRecordFrame(age, statement)`.
+ */
+export function recordFrameHead (ageMs: number): Uint8Array {
+  return new Writer(16).u8(FrameType.Record).uint(Math.max(0, Math.round(ageMs))).finish()
+}
+
+/** A frame's length prefix on both protocols (an unsigned varint). */
+export function lengthPrefix (frameBytes: number): Uint8Array {
+  return new Writer(10).uint(frameBytes).finish()
+}
+
 export function encodeRecordGone (statement: Uint8Array): Uint8Array {
   return prefixed(FrameType.RecordGone, statement)
 }

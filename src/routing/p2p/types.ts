@@ -58,6 +58,8 @@ export interface P2PRouterStatus {
   refused: Record<RefusalReason, number>
   /** Times each limit on what peers can make this node hold or do was reached (every limit present, zeros included). */
   limited: Record<LimitName, number>
+  /** Pulls waiting for the end of their peer's minimum interval. */
+  pullsDeferred: number
   /** Pulls this node is answering right now. */
   pullsServing: number
 }
