@@ -48,6 +48,23 @@ describe('ImageIndex', () => {
     assert.deepEqual(sorted(index.upsert('a', undefined)), { added: [], removed: ['docker.io/library/app:1', d(1), d(2), d(5)].sort() })
   })
 
+  it('reports a tag moved to another digest as removed and added, even when no digest changes presence', () => {
+    const index = new ImageIndex()
+    index.upsert('app:1', image('1', [1, 2]), types(1, 2))
+    index.upsert('app:2', image('2', [3, 4]), types(3, 4))
+    // app:1 now names the content of app:2: its old digests leave, its new ones were held already.
+    assert.deepEqual(sorted(index.upsert('app:1', image('1', [3, 4]), types(3, 4))), {
+      added: ['docker.io/library/app:1'], removed: ['docker.io/library/app:1', d(1), d(2)].sort()
+    })
+    assert.equal(index.target('app:1'), d(3))
+    index.upsert('app:3', image('3', [1, 2]), types(1, 2))
+    assert.deepEqual(sorted(index.upsert('app:1', image('1', [1, 2]), types(1, 2))), {
+      added: ['docker.io/library/app:1'], removed: ['docker.io/library/app:1']
+    }, 'a move between digests other images hold is still a change')
+    assert.deepEqual(index.upsert('app:1', image('1', [1, 2]), types(1, 2)), { added: [], removed: [] }, 'the same target again is no change')
+    assert.ok(index.has('docker.io/library/app:1'))
+  })
+
   it('replace rebuilds everything, drops loose digests and keeps media types only for held digests', () => {
     const index = new ImageIndex()
     index.addLoose(d(9), 0)

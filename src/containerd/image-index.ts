@@ -4,7 +4,9 @@
  * A key is a tag (`registry/repository:tag`) or a digest. It is advertised while at least one
  * indexed image holds it, or, for a digest, while it is "loose": announced by a content event
  * (a pull in progress, containerd 2.1+) and not yet claimed by an image. Every mutation returns
- * the keys that appeared and disappeared, so the caller emits exact deltas.
+ * the keys that appeared and disappeared, so the caller emits exact deltas. A tag re-pointed to
+ * another digest is in both lists: the key stays, but what it is advertised as (`tag@digest`)
+ * changes, and the caller emits removals before additions.
  */
 
 export interface IndexedImage {
@@ -116,7 +118,12 @@ export class ImageIndex {
         if (type !== undefined) this.#mediaTypes.set(digest, type)
       }
     }
-    return this.#delta(before)
+    const delta = this.#delta(before)
+    const tag = previous?.tag
+    if (tag === undefined || image?.tag !== tag || image.targetDigest === previous?.targetDigest || !this.has(tag)) return delta
+    // The tag stayed but names another digest: its key is unchanged, the advertised tag@digest is
+    // not. Withdrawn and added again, so every consumer re-pins it (remove is applied first).
+    return { added: [...delta.added, tag], removed: [...delta.removed, tag] }
   }
 
   remove (name: string): KeyDelta {

@@ -188,6 +188,28 @@ describe('containerd store', { skip }, () => {
     }
   })
 
+  it('emits a tag re-pointed to another image as removed, then added, so its advertised digest follows', async () => {
+    const h = await openStore(ctrd)
+    const tag = 'example.test/store/moving:1'
+    try {
+      const first = await buildImage(path.join(workDir, 'moving-a'), tag, [3000])
+      const second = await buildImage(path.join(workDir, 'moving-b'), tag, [3100])
+      await ctrd.importImage(first.archivePath!)
+      await waitFor(() => h.changes.some((c) => c.type === 'add' && c.keys.includes(tag)), { timeoutMs: 10_000, what: 'the tag indexed' })
+      const from = h.changes.length
+      // Importing another image under the same name updates the image in place (an /images/update event).
+      await ctrd.importImage(second.archivePath!)
+      await waitFor(() => h.changes.slice(from).some((c) => c.type === 'add' && c.keys.includes(second.top.digest)), { timeoutMs: 10_000, what: 'the new target indexed' })
+      const moves = h.changes.slice(from).filter((c) => c.keys.includes(tag)).map((c) => c.type)
+      assert.deepEqual(moves, ['remove', 'add'])
+      assert.ok(h.store.keys().includes(tag))
+      assert.equal(await h.store.resolve(tag), second.top.digest)
+    } finally {
+      await ctrd.removeImage(tag).catch(() => undefined)
+      await h.stop()
+    }
+  })
+
   it('skips images with unusable names and keeps serving the rest', async () => {
     const other = await startContainerd()
     try {

@@ -19,7 +19,7 @@ import { jitter, shuffle } from './util.js'
  * Bound on the prompt dial of a peer whose connections were cut: a dead process's host refuses
  * at once, and a busy live node completes a handshake well within it.
  */
-export const CHECK_DIAL_TIMEOUT_MS = 3_000
+export const CHECK_DIAL_TIMEOUT_MS = 5_000
 
 /** Half-jittered exponential backoff; `attempt` counts from 0. */
 function backoffMs (attempt: number, initialMs: number, maxMs: number): number {
@@ -156,8 +156,10 @@ export class Dialer {
 
   /**
    * Dials `peer` at once, whatever the number of connections (a check that a peer whose
-   * connections were cut still answers); `done(true)` once connected. A connection made here is
-   * kept: it replaces the one that was cut.
+   * connections were cut still answers); `done(true)` once connected. Like a proof dial, the
+   * connection is kept only while this node is below its target (it replaces the one that was
+   * cut), needs no pull (the peer's next heartbeat names its version), and its close needs no
+   * redial; the close is orderly, so the peer suspects nothing.
    */
   check (peer: string, done: (isUp: boolean) => void): void {
     this.#track(this.#checkOnce(peer).then(done))
@@ -169,15 +171,24 @@ export class Dialer {
     if (node.isConnected(peer)) return true
     const rec = index.get(peer)
     if (rec === undefined || rec.addrs.length === 0) return false
+    this.#probing.add(peer)
     try {
-      await node.libp2p.dial(dialAddrs(peer, rec), { signal: AbortSignal.any([this.#controller.signal, AbortSignal.timeout(CHECK_DIAL_TIMEOUT_MS)]) })
+      const conn = await node.libp2p.dial(dialAddrs(peer, rec), { signal: AbortSignal.any([this.#controller.signal, AbortSignal.timeout(CHECK_DIAL_TIMEOUT_MS)]) })
       this.#redial.delete(peer)
+      const ip = remoteIp(conn.remoteAddr)
+      if (ip !== undefined) this.#saw(peer, ip)
+      if (node.peers().length > this.#init.targetPeers && !node.hasOpenConnection(peer, conn)) {
+        this.#closingProbes.add(peer)
+        await conn.close().catch((err: unknown) => { conn.abort(err instanceof Error ? err : new Error(String(err))) })
+      }
       return true
     } catch (err) {
       if (this.#controller.signal.aborted) return false
       this.#c.counters.dialFailures++
       this.#c.log.debug({ peer, err }, 'lost peer does not answer')
       return false
+    } finally {
+      this.#probing.delete(peer)
     }
   }
 

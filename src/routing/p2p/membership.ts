@@ -85,7 +85,7 @@ export class Membership {
       if (!index.isAlive(rec, now)) continue
       // A peer this node saw die is reported as not heard of within any bound: a receiver takes
       // that as "check it yourself" and never as liveness.
-      const ageMs = this.suspicion.isOut(rec.origin, now) ? SUSPECT_AGE_MS : now - rec.lastHeardMs
+      const ageMs = this.suspicion.isReported(rec.origin, now) ? SUSPECT_AGE_MS : now - rec.lastHeardMs
       others.push({ origin: rec.origin, epoch: rec.epoch, seq: rec.seq, ageMs })
     }
     this.#c.broadcast(encodeHeartbeat({ origin: node.peerId, epoch: own.epoch, seq: own.seq, others }))
@@ -211,6 +211,12 @@ interface Suspect {
   seq: number
   /** Left out of lookups: a check found no answer. */
   isOut: boolean
+  /**
+   * This node saw the connection cut (not a neighbour's report): only such suspicions are told
+   * to neighbours, so a report travels one hop and an overloaded node that misses a few checks
+   * cannot be suspected cluster-wide by rumour.
+   */
+  isDirect: boolean
   isChecking: boolean
   attempt: number
   timer: NodeJS.Timeout | undefined
@@ -233,8 +239,13 @@ interface Suspect {
 export class Suspicion {
   readonly #c: SuspicionComponents
   readonly #suspects = new Map<string, Suspect>()
-  /** Peers a check reached, when: a neighbour's report does not make this node check again soon. */
-  readonly #reached = new Map<string, number>()
+  /**
+   * Peers a check reached: when, and how many times in a row a cut followed soon after. A
+   * neighbour's report does not make this node check again soon, and a peer cut again soon is
+   * checked after a growing delay (two busy nodes above their target could otherwise cut and
+   * check each other in a loop: a close that times out under load is an abort, seen as a cut).
+   */
+  readonly #reached = new Map<string, { atMs: number, recuts: number }>()
   #stopped = false
   /** Peers ever left out of lookups (cumulative). */
   suspectedTotal = 0
@@ -260,7 +271,13 @@ export class Suspicion {
     if (isOrderly || this.#stopped) return
     const rec = this.#c.index.get(peer)
     if (rec === undefined || !this.#c.index.isAlive(rec, nowMs)) return
-    this.#open(peer, rec.epoch, rec.seq, nowMs)
+    const reached = this.#reached.get(peer)
+    let delayMs = 0
+    if (reached !== undefined && nowMs - reached.atMs < HINT_COOLDOWN_MS) {
+      delayMs = backoffDelayMs(++reached.recuts, { initialMs: SUSPECT_RECHECK_INITIAL_MS, maxMs: SUSPECT_RECHECK_MAX_MS })
+    }
+    this.#c.log.debug({ peer, delayMs }, 'connection to peer cut: checking it')
+    this.#open(peer, rec.epoch, rec.seq, nowMs, true, delayMs)
   }
 
   /** A connection to `peer` is up: it answers. */
@@ -276,9 +293,9 @@ export class Suspicion {
     if (this.#stopped || this.#suspects.has(peer) || this.#c.node.isConnected(peer)) return
     const rec = this.#c.index.get(peer)
     if (rec === undefined || rec.epoch !== epoch || !this.#c.index.isAlive(rec, nowMs)) return
-    const reachedMs = this.#reached.get(peer)
-    if (reachedMs !== undefined && nowMs - reachedMs < HINT_COOLDOWN_MS) return
-    this.#open(peer, rec.epoch, rec.seq, nowMs)
+    const reached = this.#reached.get(peer)
+    if (reached !== undefined && nowMs - reached.atMs < HINT_COOLDOWN_MS) return
+    this.#open(peer, rec.epoch, rec.seq, nowMs, false)
   }
 
   /** Hearsay: someone heard of `peer` at `heardAtMs`; news from after the loss makes a check now. */
@@ -288,6 +305,11 @@ export class Suspicion {
     // Once per piece of news: later checks need news from after this one.
     s.sinceMs = nowMs
     this.#schedule(peer, s, 0)
+  }
+
+  /** Whether heartbeats report `peer` lost: left out after this node saw its connection cut. */
+  isReported (peer: string, nowMs: number): boolean {
+    return this.#suspects.get(peer)?.isDirect === true && this.isOut(peer, nowMs)
   }
 
   /**
@@ -321,8 +343,8 @@ export class Suspicion {
       const rec = this.#c.index.get(peer)
       if (rec === undefined || !this.#c.index.isAlive(rec, nowMs)) this.#drop(peer, s)
     }
-    for (const [peer, atMs] of this.#reached) {
-      if (nowMs - atMs >= HINT_COOLDOWN_MS || this.#c.index.get(peer) === undefined) this.#reached.delete(peer)
+    for (const [peer, reached] of this.#reached) {
+      if (nowMs - reached.atMs >= HINT_COOLDOWN_MS || this.#c.index.get(peer) === undefined) this.#reached.delete(peer)
     }
   }
 
@@ -341,13 +363,13 @@ export class Suspicion {
     this.#reached.clear()
   }
 
-  #open (peer: string, epoch: number, seq: number, nowMs: number): void {
+  #open (peer: string, epoch: number, seq: number, nowMs: number, isDirect: boolean, delayMs = 0): void {
     const old = this.#suspects.get(peer)
     if (old !== undefined) clearTimeout(old.timer)
-    const s: Suspect = { sinceMs: nowMs, epoch, seq, isOut: old?.isOut ?? false, isChecking: false, attempt: 0, timer: undefined }
+    const s: Suspect = { sinceMs: nowMs, epoch, seq, isOut: old?.isOut ?? false, isDirect: isDirect || old?.isDirect === true, isChecking: false, attempt: 0, timer: undefined }
     this.#suspects.set(peer, s)
-    // On the next turn: libp2p may still count the connection that just closed.
-    this.#schedule(peer, s, 0)
+    // At the earliest on the next turn: libp2p may still count the connection that just closed.
+    this.#schedule(peer, s, delayMs)
   }
 
   #drop (peer: string, s: Suspect): void {
@@ -376,15 +398,15 @@ export class Suspicion {
       s.isChecking = false
       if (this.#stopped || this.#suspects.get(peer) !== s) return
       if (isUp || this.#c.node.isConnected(peer)) {
-        this.#reached.set(peer, Date.now())
+        this.#reached.set(peer, { atMs: Date.now(), recuts: this.#reached.get(peer)?.recuts ?? 0 })
         this.connected(peer)
         return
       }
       if (!s.isOut) {
         s.isOut = true
         this.suspectedTotal++
-        this.#c.log.info({ event: 'peer_suspected', peer, lostMs: Date.now() - s.sinceMs }, 'lost peer does not answer: left out of lookups')
-        this.#c.announce()
+        this.#c.log.info({ event: 'peer_suspected', peer, lostMs: Date.now() - s.sinceMs, isReported: s.isDirect }, 'lost peer does not answer: left out of lookups')
+        if (s.isDirect) this.#c.announce()
       }
       this.#schedule(peer, s, backoffDelayMs(++s.attempt, { initialMs: SUSPECT_RECHECK_INITIAL_MS, maxMs: SUSPECT_RECHECK_MAX_MS, jitter: 0.5 }))
     })

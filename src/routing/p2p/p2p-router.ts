@@ -194,6 +194,7 @@ class P2PRouterImpl implements P2PRouter {
       ownKeys: this.#own.keyCount,
       pullsInFlight: this.#antiEntropy.inFlight,
       pullsServing: this.#antiEntropy.serving,
+      pullsDeferred: this.#antiEntropy.deferred,
       epoch: this.#own.epoch,
       seq: this.#own.seq,
       multiaddrs: this.multiaddrs(),
@@ -203,7 +204,10 @@ class P2PRouterImpl implements P2PRouter {
     }
   }
 
-  peers (): PeerSummary[] { return peerSummaries(this.#index, this.#node, Date.now()) }
+  peers (): PeerSummary[] {
+    const now = Date.now()
+    return peerSummaries(this.#index, this.#node, now, (peer) => this.#membership.suspicion.isOut(peer, now))
+  }
 
   /** A change of this node's record: pushed as a delta, or announced (peers pull) when too big to flood. */
   #publish (frame: Uint8Array | undefined): void {
