@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
 import { writeError } from './errors.js'
-import { clientIp, requestTarget, trackResponse, type ResponseRecord } from './response.js'
+import { clientIp, requestPath, trackResponse, type ResponseRecord } from './response.js'
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>
 
@@ -46,8 +46,14 @@ export function createMux (components: MuxComponents, routes: readonly Route[]):
 
   return (req, res) => {
     const started = performance.now()
-    const { pathname } = requestTarget(req)
-    const route = matchers.find((m) => m.matches(pathname))?.route
+    const pathname = requestPath(req)
+    let route: Route | undefined
+    for (const m of matchers) {
+      if (m.matches(pathname)) {
+        route = m.route
+        break
+      }
+    }
 
     if (route === undefined) {
       res.once('close', () => {
@@ -91,7 +97,13 @@ export function createMux (components: MuxComponents, routes: readonly Route[]):
       writeError(res, err)
     }
     if (result instanceof Promise) {
-      result.catch((err: unknown) => { writeError(res, err) }).finally(done)
+      result.then(done, (err: unknown) => {
+        try {
+          writeError(res, err)
+        } finally {
+          done()
+        }
+      })
     } else {
       done()
     }
@@ -116,6 +128,9 @@ function isAbort (err: unknown): boolean {
 
 function logRequest (log: Logger, req: IncomingMessage, res: ServerResponse, pathname: string, record: ResponseRecord, durationMs: number): void {
   const status = res.statusCode
+  // The common case logs at debug: skip building the line (the client address costs a syscall)
+  // when nobody would see it.
+  if (status < 400 && record.error === undefined && !log.isLevelEnabled('debug')) return
   // Closed before the last byte was flushed, by the client or by us after a mid-body failure.
   const isAborted = !res.writableFinished
   const fields: Record<string, unknown> = {

@@ -12,7 +12,9 @@ export interface ResponseRecord {
   readonly attrs: Record<string, unknown>
 }
 
-const records = new WeakMap<ServerResponse, ResponseRecord>()
+/** The record rides on the response itself: a property read is cheaper per request than a WeakMap. */
+const RECORD = Symbol('spegel.responseRecord')
+type Tracked = ServerResponse & { [RECORD]?: ResponseRecord }
 
 /**
  * Starts recording `res`: counts body bytes by wrapping write/end on this instance only
@@ -21,7 +23,7 @@ const records = new WeakMap<ServerResponse, ResponseRecord>()
  */
 export function trackResponse (req: IncomingMessage, res: ServerResponse, handler: string): ResponseRecord {
   const record: ResponseRecord = { handler, bytesWritten: 0, error: undefined, attrs: {} }
-  records.set(res, record)
+  ;(res as Tracked)[RECORD] = record
   if (req.method === 'HEAD') return record
   const write = res.write
   const end = res.end
@@ -37,18 +39,18 @@ export function trackResponse (req: IncomingMessage, res: ServerResponse, handle
 }
 
 export function responseRecord (res: ServerResponse): ResponseRecord | undefined {
-  return records.get(res)
+  return (res as Tracked)[RECORD]
 }
 
 /** Keeps `err` for the request's log line without writing anything. */
 export function attachError (res: ServerResponse, err: unknown): void {
-  const record = records.get(res)
+  const record = (res as Tracked)[RECORD]
   if (record !== undefined) record.error = err
 }
 
 /** Adds fields to the request's log line. */
 export function addLogAttrs (res: ServerResponse, attrs: Record<string, unknown>): void {
-  const record = records.get(res)
+  const record = (res as Tracked)[RECORD]
   if (record !== undefined) Object.assign(record.attrs, attrs)
 }
 
@@ -57,6 +59,13 @@ function byteLength (chunk: unknown, encoding: unknown): number {
   if (typeof chunk === 'string') return Buffer.byteLength(chunk, typeof encoding === 'string' ? encoding as BufferEncoding : 'utf8')
   if (ArrayBuffer.isView(chunk)) return chunk.byteLength
   return 0
+}
+
+/** The raw request path (the target up to `?`), with no dot-segment or percent normalisation. */
+export function requestPath (req: IncomingMessage): string {
+  const url = req.url ?? '/'
+  const q = url.indexOf('?')
+  return q === -1 ? url : url.slice(0, q)
 }
 
 /** The raw request target split into path and query, with no dot-segment or percent normalisation. */

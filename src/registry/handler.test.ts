@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test'
 import { Registry } from 'prom-client'
 import { LogCapture, eventually, rawRequest, request, startTestServer, type TestResponse, type TestServer } from '../http/test-helpers.js'
 import {
-  MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST, regexFilter, registryAllowList,
+  MEDIA_TYPE_OCI_CONFIG, OciError, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST, regexFilter, registryAllowList,
   type DistributionRequest
 } from '../oci/index.js'
 import { createMetrics, type Metrics } from '../observability/metrics.js'
@@ -17,6 +17,7 @@ import type { Router } from '../routing/types.js'
 import { MemoryStore } from '../store/memory-store.js'
 import type { Descriptor, OpenOptions } from '../store/types.js'
 import { createRegistryHandler, type RegistryInit } from './handler.js'
+import type { MirrorFetchOptions, MirroredContent } from './mirror.js'
 
 const BLOB_2048 = Buffer.from(Array.from({ length: 2048 }, (_, i) => (i * 7 + 3) % 256))
 const BLOB_1000 = Buffer.from(Array.from({ length: 1000 }, (_, i) => (i * 13 + 1) % 256))
@@ -527,13 +528,18 @@ describe('registry handler: mirror seam', () => {
   let h: Harness
   before(async () => {
     h = await harness({
-      mirror: async (_req: IncomingMessage, res: ServerResponse, request: DistributionRequest, signal: AbortSignal) => {
-        assert.equal(signal.aborted, false)
-        calls.push(request)
-        if (!answer) return false
-        res.writeHead(200, { 'Content-Length': 6 })
-        res.end('mirror')
-        return true
+      mirror: {
+        fetch: async (request: DistributionRequest, options: MirrorFetchOptions): Promise<MirroredContent> => {
+          assert.equal(options.signal.aborted, false)
+          calls.push(request)
+          if (!answer) throw new OciError(request.kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN', `could not find ${request.key} on this node`)
+          const body = Buffer.from('mirror')
+          return {
+            descriptor: { digest: `sha256:${createHash('sha256').update(body).digest('hex')}`, sizeBytes: body.length, mediaType: MEDIA_TYPE_OCI_MANIFEST },
+            peer: { id: 'peer-1', registryAddress: '127.0.0.1:1' },
+            ...(options.method === 'HEAD' ? {} : { body })
+          }
+        }
       }
     })
   })

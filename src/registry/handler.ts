@@ -11,23 +11,35 @@ import {
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
 import type { Router } from '../routing/index.js'
-import { NotFoundError, StoreUnavailableError, type Descriptor, type Store } from '../store/index.js'
-import { FileRangeStream } from '../store/file-range-stream.js'
+import type { Peer } from '../routing/index.js'
+import { NotFoundError, StoreUnavailableError, type ByteSink, type Descriptor, type Store } from '../store/index.js'
+import { MAX_MANIFEST_BYTES, MIRRORED_HEADER } from './constants.js'
+import type { Mirror } from './mirror.js'
 import { nodeReadiness, type Readiness } from './readiness.js'
 import type { RecentRequests, RecentRequest } from './recent-requests.js'
 import type { RegistryLabeler } from './registry-label.js'
 
-/** Set by Spegel peers on requests to each other: serve from local content only, never forward. */
-export const MIRRORED_HEADER = 'x-spegel-mirrored'
-/** Manifests are read whole before the headers go out; containerd refuses bigger ones anyway. */
-export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+export { MAX_MANIFEST_BYTES, MIRRORED_HEADER }
 
 /**
- * Serves a request for content this node does not hold (the peer-fetch seam). Resolves true
- * when it answered the request, false to let the handler answer 404. `signal` aborts when
- * the client goes away.
+ * What one response serves, from this node's store or from a peer; `serveContent` writes it, so
+ * both sources answer through the same code.
  */
-export type MirrorHandler = (req: IncomingMessage, res: ServerResponse, request: DistributionRequest, signal: AbortSignal) => Promise<boolean>
+interface Content {
+  /** The whole content's descriptor; its size is the total even when `range` is set. */
+  descriptor: Descriptor
+  /** The absolute byte range served (206), when a Range was asked for. */
+  range?: ResolvedRange
+  /** A manifest's verified bytes or a blob's stream; none for HEAD. */
+  body?: Buffer | Readable
+  /** Set when a peer served it. */
+  peer?: Peer
+}
+
+/** A body with a fast path into a response (a file range, a peer blob): it writes and waits itself. */
+interface Sendable {
+  sendTo(sink: ByteSink, signal?: AbortSignal): Promise<void>
+}
 
 export interface RegistryComponents {
   store: Store
@@ -41,7 +53,8 @@ export interface RegistryInit {
   basicAuth?: { username: string, password: string }
   /** Extra readiness condition on top of the store's and the router's. */
   isReady?: () => Readiness
-  mirror?: MirrorHandler
+  /** Fetches content this node lacks from peers. */
+  mirror?: Pick<Mirror, 'fetch'>
   /** Where finished /v2 requests are kept for the web page. */
   recentRequests?: RecentRequests
   /** Turns `ns` into a closed-set metric label; the raw value when absent (tests). */
@@ -65,6 +78,8 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
   const credentials = init.basicAuth === undefined
     ? undefined
     : { username: digestOf(Buffer.from(init.basicAuth.username, 'utf8')), password: digestOf(Buffer.from(init.basicAuth.password, 'utf8')) }
+
+  const lookups = new LocalLookups(store)
 
   const readyz = (req: IncomingMessage, res: ServerResponse): void => {
     const reason = notReadyReason()
@@ -120,33 +135,58 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
     const signal = requestSignal(res)
     let descriptor: Descriptor
     try {
-      const digest = request.digest ?? await store.resolve(request.key, { signal })
-      descriptor = await store.stat(digest, { signal })
+      descriptor = await lookups.describe(request.key, request.digest, signal)
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw storeError(request.kind, err)
       if (rangeError !== undefined) throw rangeError
       if (req.headers[MIRRORED_HEADER] !== 'true' && init.mirror !== undefined) {
-        if (await mirror(req, res, request, signal, init.mirror)) return
-        if (res.headersSent) return
+        await serveMirrored(req, res, request, rangeSpec, signal, init.mirror)
+        return
       }
       throw unknownContent(request.kind, `could not find ${request.key} on this node`, err)
     }
 
-    const headers: OutgoingHttpHeaders = { 'Docker-Content-Digest': descriptor.digest }
-    if (request.registry !== '') headers['OCI-Namespace'] = request.registry
-    if (request.kind === 'manifest') {
-      await serveManifest(req, res, descriptor, headers, signal)
-    } else {
-      const range = rangeError !== undefined ? rangeError.withSizeBytes(descriptor.sizeBytes) : rangeSpec
-      await serveBlob(req, res, descriptor, headers, range, signal)
-    }
+    const range = rangeError !== undefined ? rangeError.withSizeBytes(descriptor.sizeBytes) : rangeSpec
+    await serveContent(req, res, request, await localContent(req.method === 'HEAD', request.kind, descriptor, range, signal), signal)
   }
 
-  async function mirror (req: IncomingMessage, res: ServerResponse, request: DistributionRequest, signal: AbortSignal, handler: MirrorHandler): Promise<boolean> {
+  /** Checks local content against what was asked for and opens its body (not for HEAD). */
+  async function localContent (isHead: boolean, kind: DistributionKind, descriptor: Descriptor, rangeSpec: RangeSpec | RangeNotSatisfiableError | undefined, signal: AbortSignal): Promise<Content> {
+    const { digest, sizeBytes, mediaType } = descriptor
+    if (kind === 'manifest') {
+      if (!isManifestMediaType(mediaType)) throw unknownContent('manifest', `${digest} is not a manifest`)
+      if (sizeBytes > MAX_MANIFEST_BYTES) throw unknownContent('manifest', `manifest ${digest} is larger than ${MAX_MANIFEST_BYTES} bytes`)
+      if (isHead) return { descriptor }
+      return { descriptor, body: await readManifest(await openContent('manifest', digest, undefined, signal), descriptor) }
+    }
+    if (isManifestMediaType(mediaType)) throw unknownContent('blob', `${digest} is a manifest, not a blob`)
+    if (rangeSpec instanceof RangeNotSatisfiableError) throw rangeSpec
+    const range = rangeSpec === undefined ? undefined : resolveRange(rangeSpec, sizeBytes)
+    const content: Content = range === undefined ? { descriptor } : { descriptor, range }
+    if (isHead) return content
+    // Opened before the headers go out, so a failure can still be a proper error response.
+    // The size is known from stat: passing the whole range spares the store a second stat.
+    const bytes = range ?? (sizeBytes > 0 ? { start: 0, end: sizeBytes - 1 } : undefined)
+    content.body = await openContent('blob', digest, bytes, signal)
+    return content
+  }
+
+  /** Content this node lacks, from peers; counted as a mirror hit or miss. */
+  async function serveMirrored (req: IncomingMessage, res: ServerResponse, request: DistributionRequest, range: RangeSpec | undefined, signal: AbortSignal, mirror: Pick<Mirror, 'fetch'>): Promise<void> {
     let isHit = false
     try {
-      isHit = await handler(req, res, request, signal)
-      return isHit
+      let content: Content
+      try {
+        content = await mirror.fetch(request, { method: req.method === 'HEAD' ? 'HEAD' : 'GET', ...(range === undefined ? {} : { range }), signal })
+      } catch (err) {
+        // The client left while peers were asked: nobody to answer.
+        if (signal.aborted) return
+        throw err
+      }
+      if (content.peer !== undefined) addLogAttrs(res, { peer: content.peer.id, peerAddress: content.peer.registryAddress })
+      isHit = await serveContent(req, res, request, content, signal)
+      const resumes = (content.body as { resumes?: unknown } | undefined)?.resumes
+      if (typeof resumes === 'number' && resumes > 0) addLogAttrs(res, { resumes })
     } finally {
       if (isHit) init.registryLabel?.learn(request.registry)
       const registry = init.registryLabel?.label(request.registry) ?? request.registry
@@ -158,66 +198,62 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
     }
   }
 
-  async function serveManifest (req: IncomingMessage, res: ServerResponse, descriptor: Descriptor, headers: OutgoingHttpHeaders, signal: AbortSignal): Promise<void> {
-    const { digest, sizeBytes, mediaType } = descriptor
-    if (!isManifestMediaType(mediaType)) throw unknownContent('manifest', `${digest} is not a manifest`)
-    if (sizeBytes > MAX_MANIFEST_BYTES) throw unknownContent('manifest', `manifest ${digest} is larger than ${MAX_MANIFEST_BYTES} bytes`)
-    headers['Content-Type'] = mediaType
-    headers['Content-Length'] = sizeBytes
-    if (req.method === 'HEAD') {
-      send(req, res, 200, headers)
-      return
-    }
-    const body = await readManifest(await openContent('manifest', digest, undefined, signal), descriptor)
-    send(req, res, 200, headers, body)
-  }
-
-  async function serveBlob (req: IncomingMessage, res: ServerResponse, descriptor: Descriptor, headers: OutgoingHttpHeaders, rangeSpec: RangeSpec | RangeNotSatisfiableError | undefined, signal: AbortSignal): Promise<void> {
-    const { digest, sizeBytes, mediaType } = descriptor
-    if (isManifestMediaType(mediaType)) throw unknownContent('blob', `${digest} is a manifest, not a blob`)
-    if (rangeSpec instanceof RangeNotSatisfiableError) throw rangeSpec
-    const range = rangeSpec === undefined ? undefined : resolveRange(rangeSpec, sizeBytes)
-    headers['Accept-Ranges'] = 'bytes'
+  /**
+   * The one writer of content responses, local or from peers. Resolves false when the body
+   * failed after the headers went out (the response is then broken off, so the client sees a
+   * failure), true when it was sent or the client left.
+   */
+  async function serveContent (req: IncomingMessage, res: ServerResponse, request: DistributionRequest, content: Content, signal: AbortSignal): Promise<boolean> {
+    const { descriptor, range, body } = content
+    const headers: OutgoingHttpHeaders = { 'Docker-Content-Digest': descriptor.digest }
+    // Only local answers name the registry: a peer's headers other than its descriptor are not
+    // passed on, as in Spegel.
+    if (content.peer === undefined && request.registry !== '') headers['OCI-Namespace'] = request.registry
+    if (request.kind === 'blob') headers['Accept-Ranges'] = 'bytes'
     let status = 200
     if (range === undefined) {
-      headers['Content-Type'] = mediaType
-      headers['Content-Length'] = sizeBytes
+      headers['Content-Type'] = descriptor.mediaType
+      headers['Content-Length'] = descriptor.sizeBytes
     } else {
       status = 206
       headers['Content-Type'] = MEDIA_TYPE_OCTET_STREAM
       headers['Content-Length'] = rangeLength(range)
-      headers['Content-Range'] = contentRangeHeader(range, sizeBytes)
+      headers['Content-Range'] = contentRangeHeader(range, descriptor.sizeBytes)
     }
-    if (req.method === 'HEAD') {
-      send(req, res, status, headers)
-      return
-    }
-    // Open before the headers go out, so a failure can still be a proper error response.
-    // The size is known from stat: passing the whole range spares the store a second stat.
-    const bytes = range ?? (sizeBytes > 0 ? { start: 0, end: sizeBytes - 1 } : undefined)
-    const stream = await openContent('blob', digest, bytes, signal)
     try {
       res.writeHead(status, headers)
     } catch (err) {
       // An invalid header value (a store gave a bad media type) must not leak the open file.
-      stream.destroy()
+      if (body !== undefined && !Buffer.isBuffer(body)) body.destroy()
       throw err
     }
+    if (req.method === 'HEAD' || body === undefined) {
+      res.end()
+      return true
+    }
+    if (Buffer.isBuffer(body)) {
+      res.end(body)
+      return true
+    }
+    const sendable = isSendable(body) ? body : undefined
     try {
-      if (stream instanceof FileRangeStream) {
-        await stream.sendTo(res, signal)
+      if (sendable !== undefined) {
+        await sendable.sendTo(res, signal)
         res.end()
       } else {
-        await pipeline(stream, res)
+        await pipeline(body, res)
       }
+      return true
     } catch (err) {
       // A client hanging up is routine (containerd's chunked fetch closes early); only our
-      // failures count. `signal` cannot tell them apart: pipeline destroys the response on a
-      // source error too, which closes it and fires the signal before we get here.
-      if (isClientGone(err) || (stream instanceof FileRangeStream && signal.aborted)) return
+      // failures count. `signal` cannot tell them apart for pipeline: it destroys the response
+      // on a source error too, which closes it and fires the signal before we get here.
+      if (isClientGone(err) || (sendable !== undefined && signal.aborted)) return true
       attachError(res, err)
-      log.debug({ err, digest }, 'blob stream failed')
+      log.debug({ err, digest: descriptor.digest }, 'blob stream failed')
+      body.destroy()
       res.destroy()
+      return false
     }
   }
 
@@ -276,6 +312,49 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
   ])
 }
 
+/** How long the store's answer for a key is reused when the store reports no change. */
+const LOCAL_LOOKUP_TTL_MS = 1000
+const LOCAL_LOOKUP_MAX_KEYS = 4096
+
+/**
+ * The store's answers (tag to digest to descriptor, or not found) for the last second. A pull asks
+ * the same few keys many times in a row (HEAD, then GET; every layer's HEAD), and a miss through
+ * containerd costs a gRPC call. Any change the store announces forgets everything, so new or
+ * removed content is seen at once; the time limit covers files that vanish without an event
+ * (then the open fails and the answer is the same 404 as a miss).
+ */
+class LocalLookups {
+  readonly #store: Store
+  readonly #entries = new Map<string, { descriptor?: Descriptor, missing?: NotFoundError, atMs: number }>()
+
+  constructor (store: Store) {
+    this.#store = store
+    store.subscribe(() => { this.#entries.clear() })
+  }
+
+  async describe (key: string, digest: string | undefined, signal: AbortSignal): Promise<Descriptor> {
+    const now = Date.now()
+    const entry = this.#entries.get(key)
+    if (entry !== undefined && now - entry.atMs < LOCAL_LOOKUP_TTL_MS) {
+      if (entry.missing !== undefined) throw entry.missing
+      if (entry.descriptor !== undefined) return entry.descriptor
+    }
+    try {
+      const descriptor = await this.#store.stat(digest ?? await this.#store.resolve(key, { signal }), { signal })
+      this.#set(key, { descriptor, atMs: now })
+      return descriptor
+    } catch (err) {
+      if (err instanceof NotFoundError) this.#set(key, { missing: err, atMs: now })
+      throw err
+    }
+  }
+
+  #set (key: string, entry: { descriptor?: Descriptor, missing?: NotFoundError, atMs: number }): void {
+    if (this.#entries.size >= LOCAL_LOOKUP_MAX_KEYS) this.#entries.clear()
+    this.#entries.set(key, entry)
+  }
+}
+
 function probe (handler: (req: IncomingMessage, res: ServerResponse) => void): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -288,6 +367,10 @@ function probe (handler: (req: IncomingMessage, res: ServerResponse) => void): (
 
 function unknownContent (kind: DistributionKind, message: string, cause?: unknown): OciError {
   return new OciError(kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN', message, cause === undefined ? {} : { cause })
+}
+
+function isSendable (body: Readable): body is Readable & Sendable {
+  return typeof (body as Partial<Sendable>).sendTo === 'function'
 }
 
 /** Errors pipeline reports when the response side closed first, or the request signal fired. */

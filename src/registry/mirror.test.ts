@@ -223,7 +223,7 @@ async function hangingPeer (id: string): Promise<{ peer: Peer, requests: () => n
   return {
     peer: { id, registryAddress: `127.0.0.1:${(server.address() as AddressInfo).port}` },
     requests: () => requests,
-    // undici may open a spare connection after an abort; only connections that carried a request count.
+    // A client may open a spare connection after an abort; only connections that carried a request count.
     openWithRequest: () => [...sockets].filter((s) => s.bytesRead > 0).length
   }
 }
@@ -563,6 +563,36 @@ describe('mirror: serving from peers', () => {
     assert.equal(res.status, 200)
     assert.deepEqual(res.body, LOREM)
     assert.equal(locked.requests.at(-1)?.authorization, `Basic ${Buffer.from('spegel:secret\n').toString('base64')}`)
+  })
+
+  it('reuses a checked manifest answer while a holder pins its digest, and asks again when the pin moves or the holder leaves', async () => {
+    const node = await startNode()
+    const good = await contentPeer('good')
+    node.hold(TAG, { ...good.peer, digest: C.index.digest })
+    const ask = async (method: string): Promise<Response> => await withDeadline(fetch(node.port, manifestPath('latest'), { method }), `${method} latest`)
+    const head = await ask('HEAD')
+    assert.equal(head.status, 200)
+    assert.equal(good.requests.length, 1)
+    const again = await ask('HEAD')
+    assert.deepEqual(stableHeaders(again.headers), stableHeaders(head.headers))
+    assert.equal(good.requests.length, 1, 'the second HEAD is answered from the checked answer')
+    // A GET needs the bytes: asked once, then reused too.
+    const get = await ask('GET')
+    assert.deepEqual(get.body, C.indexBytes)
+    assert.equal(good.requests.length, 2)
+    assert.deepEqual((await ask('GET')).body, C.indexBytes)
+    assert.equal(good.requests.length, 2)
+    await eventually(async () => { assert.equal(await mirrorCount(node.metrics, 'hit'), 4) })
+
+    // The holder's record now pins another digest: the old answer says nothing about the tag.
+    node.hold(TAG, { ...good.peer, digest: C.manifest.digest })
+    assert.equal((await ask('HEAD')).status, 404)
+    assert.equal(good.requests.length, 3, 'asked again, and its answer is not the pinned digest')
+    // No holder left: nothing is answered from the cache.
+    node.network.delete(TAG, good.peer.id)
+    node.hold(C.index.digest, good.peer)
+    node.network.delete(C.index.digest, good.peer.id)
+    assert.equal((await withDeadline(fetch(node.port, manifestPath(C.index.digest), { method: 'HEAD' }), 'HEAD by digest')).status, 404)
   })
 
   it('prefers a fast peer over one slow to answer, and aborts the slow one', async () => {

@@ -1,22 +1,22 @@
 import { createHash, type Hash } from 'node:crypto'
-import { once } from 'node:events'
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import type { Dispatcher } from 'undici'
-import { addLogAttrs, attachError, writeError } from '../http/index.js'
 import {
-  MEDIA_TYPE_OCTET_STREAM, OciError, contentRangeHeader, parseDigest, parseRangeHeader, rangeNotSatisfiable,
+  OciError, parseDigest, rangeNotSatisfiable,
   type DistributionRequest, type RangeSpec, type ResolvedRange
 } from '../oci/index.js'
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
 import { Hedger } from '../resilience/index.js'
 import type { Peer, Router } from '../routing/index.js'
+import type { Descriptor } from '../store/index.js'
+import { AnswerCache } from './answer-cache.js'
 import { basicAuthHeader } from './basic-auth.js'
-import { MAX_MANIFEST_BYTES, type MirrorHandler } from './handler.js'
+import { MAX_MANIFEST_BYTES } from './constants.js'
+import { PeerBlobStream } from './peer-blob-stream.js'
 import {
-  DigestMismatchError, PeerFetchError, PeerRangeNotSatisfiableError, createPeerAgent, discardBody, fetchFromPeer,
+  DigestMismatchError, PeerFetchError, PeerRangeNotSatisfiableError, createPeerClient, discardBody, fetchFromPeer,
   type PeerRequest, type PeerResponse
 } from './peer-fetch.js'
+import type { PeerHttpClient } from './peer-http.js'
 import { BadPeers, PeerLoad } from './peer-health.js'
 import { PeerPool, RaceError, hedgedRace, type RaceResult } from './peer-race.js'
 
@@ -24,17 +24,19 @@ import { PeerPool, RaceError, hedgedRace, type RaceResult } from './peer-race.js
 export const DEFAULT_MANIFEST_DEADLINE_MS = 3000
 /** Spegel's floor for how long attempts in flight may take to answer: `max(2 × p90, 100 ms)`. */
 export const DEFAULT_INFLIGHT_TIMEOUT_MIN_MS = 100
+/** Why a finished request's lookup and leftover attempts are stopped. */
+const FETCH_DONE = new Error('mirror request finished')
+/** Holders looked at for a cached manifest answer before the peers are asked instead. */
+const MAX_CACHED_CANDIDATES = 8
 /** Peers taken from one lookup; the race tries at most `resolveRetries` of them. */
 const MAX_CANDIDATES = 64
-/** Resumes in a row that deliver no byte before a blob stream is given up. */
-const MAX_STALLED_RESUMES = 3
 
 export interface MirrorComponents {
   router: Router
   log: Logger
   metrics?: Pick<Metrics, 'resolveDurationSeconds'>
   /** Shared connection pools to peers; by default the mirror makes (and closes) its own. */
-  dispatcher?: Dispatcher
+  client?: PeerHttpClient
 }
 
 export interface MirrorInit {
@@ -51,13 +53,43 @@ export interface MirrorInit {
   bodyIdleTimeoutMs?: number
   badPeerTtlMs?: number
   hedger?: Hedger
+  /** How long a peer's checked manifest answer is reused (0: never); see AnswerCache. */
+  answerTtlMs?: number
   /** Breaks ties between equally good peers (random by default, so nodes spread their load). */
   random?: () => number
 }
 
-/** The registry handler's mirror seam, plus what its owner needs to shut it down and inspect it. */
-export interface Mirror extends MirrorHandler {
-  /** Closes the peer connection pools the mirror created (not an injected dispatcher). */
+export interface MirrorFetchOptions {
+  method: 'GET' | 'HEAD'
+  /** A blob's Range, already validated by the caller. */
+  range?: RangeSpec
+  /** Aborts when the client goes away. */
+  signal: AbortSignal
+}
+
+/**
+ * Content a peer serves: what to answer, and the body. The registry handler writes the response;
+ * the mirror never touches it.
+ */
+export interface MirroredContent {
+  /** The whole content's descriptor (its size is the total, even for a range). */
+  descriptor: Descriptor
+  /** The absolute byte range the body carries, when a Range was asked for. */
+  range?: ResolvedRange
+  /** The peer whose answer won (resumes may add others). */
+  peer: Peer
+  /** A manifest's verified bytes, a blob's resuming, hashing stream; none for HEAD. */
+  body?: Buffer | PeerBlobStream
+}
+
+/** The registry handler's seam for content this node lacks. */
+export interface Mirror {
+  /**
+   * Finds the content on peers. Rejects with an OciError when no peer can serve it (404 with the
+   * attempts, 416 for an unsatisfiable range), or with the client's abort.
+   */
+  fetch(request: DistributionRequest, options: MirrorFetchOptions): Promise<MirroredContent>
+  /** Closes the peer connection pools the mirror created (not an injected client). */
   close(): Promise<void>
   readonly hedger: Hedger
   readonly badPeers: BadPeers
@@ -71,27 +103,21 @@ interface Fetched {
 
 /**
  * Serves content this node lacks from the peers that hold it (Spegel's pkg/registry/registry.go): a
- * hedged race for the headers, then the body streamed to the client with backpressure. A blob
- * stream that breaks resumes with a Range request on the same or another peer without re-sending
- * headers; a whole blob is hashed as it streams, and its last byte is held back until the hash
- * checks out, so a corrupt transfer ends as a broken response and never as a complete one.
- * Manifests are small: they are read whole and verified before anything is sent, so a corrupt peer
- * is just a failed attempt.
- *
- * Resolves true when it served the content, false when it answered with an error (the
- * registry handler counts the two as `hit` and `miss`). Every error response carries an
- * OciError's status.
+ * hedged race for the headers, then the body as a PeerBlobStream, which resumes a broken transfer
+ * with a Range request on the same or another peer and checks a whole blob's digest. Manifests are
+ * small: they are read whole and verified before anything is returned, so a corrupt peer is just a
+ * failed attempt.
  */
 export function createMirror (components: MirrorComponents, init: MirrorInit): Mirror {
   const { router, metrics } = components
   const log = components.log.child({ component: 'mirror' })
-  const ownAgent = components.dispatcher === undefined
-    ? createPeerAgent({
+  const ownClient = components.client === undefined
+    ? createPeerClient({
       ...(init.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: init.connectTimeoutMs }),
       ...(init.bodyIdleTimeoutMs === undefined ? {} : { bodyIdleTimeoutMs: init.bodyIdleTimeoutMs })
     })
     : undefined
-  const dispatcher: Dispatcher = components.dispatcher ?? ownAgent as Dispatcher
+  const client: PeerHttpClient = components.client ?? ownClient as PeerHttpClient
   const authorization = init.basicAuth === undefined ? undefined : basicAuthHeader(init.basicAuth)
   const deadlineMs = init.manifestDeadlineMs ?? DEFAULT_MANIFEST_DEADLINE_MS
   const inflightTimeoutMinMs = init.inflightTimeoutMinMs ?? DEFAULT_INFLIGHT_TIMEOUT_MIN_MS
@@ -99,6 +125,7 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
   const hedger = init.hedger ?? new Hedger()
   const badPeers = new BadPeers(init.badPeerTtlMs === undefined ? {} : { ttlMs: init.badPeerTtlMs })
   const load = new PeerLoad()
+  const answers = init.answerTtlMs === 0 ? undefined : new AnswerCache(init.answerTtlMs === undefined ? {} : { ttlMs: init.answerTtlMs })
 
   /**
    * Feeds the pool from the router in the background; lookups are local reads, but need not be.
@@ -139,7 +166,7 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
     let response: PeerResponse
     try {
       response = await fetchFromPeer(peer, request, {
-        dispatcher,
+        client,
         signal,
         ...(authorization === undefined ? {} : { authorization }),
         ...(init.bodyIdleTimeoutMs === undefined ? {} : { bodyIdleTimeoutMs: init.bodyIdleTimeoutMs })
@@ -148,7 +175,7 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
       done()
       throw err
     }
-    response.body.once('close', done)
+    response.body.onClose(done)
     // Tag trust: an answer by tag counts only when it is the digest the peer's signed record names
     // for the tag (for a HEAD, its Docker-Content-Digest; for a GET, the bytes hash to it below).
     // Anything else is treated as a corrupt peer.
@@ -160,6 +187,8 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
     }
     if (request.method === 'HEAD') {
       await response.body.dump({ signal, limit: 64 * 1024 })
+      // Checked above against the digest asked for, or the one the peer's record pins.
+      if (request.content.kind === 'manifest') answers?.set(response.descriptor)
       return { response }
     }
     if (request.content.kind !== 'manifest') return { response }
@@ -176,6 +205,7 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
       log.warn({ peer: peer.id, address: peer.registryAddress, ref: key, digest, actual }, 'peer served a manifest that does not match its digest')
       throw new DigestMismatchError(digest, actual, [peer.id])
     }
+    answers?.set(response.descriptor, manifest)
     return { response, manifest }
   }
 
@@ -200,145 +230,101 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
     })
   }
 
-  const handler = async (req: IncomingMessage, res: ServerResponse, request: DistributionRequest, clientSignal: AbortSignal): Promise<boolean> => {
-    const method = req.method === 'HEAD' ? 'HEAD' : 'GET'
+  async function fetch (request: DistributionRequest, options: MirrorFetchOptions): Promise<MirroredContent> {
+    const { method, range } = options
+    const clientSignal = options.signal
     const isBounded = method === 'HEAD' || request.kind === 'manifest'
-    const signal = isBounded ? AbortSignal.any([clientSignal, AbortSignal.timeout(deadlineMs)]) : clientSignal
-    // The handler has already rejected malformed ranges; this only re-reads a valid one.
-    const range = request.kind === 'blob' ? parseRangeHeader(req.headers.range) : undefined
-    const content = requestContent(request)
-    const pool = new PeerPool({ score: (peer) => load.score(peer.id), ...(init.random === undefined ? {} : { random: init.random }) })
-    const lookup = new AbortController()
-    startLookup(request.key, isTagRequest({ content }), pool, AbortSignal.any([signal, lookup.signal]))
+    // One controller for the lookup and, for bounded requests, the deadline: cheaper per request
+    // than AbortSignal.any and AbortSignal.timeout, and the timer is cleared as soon as it is moot.
+    const controller = new AbortController()
+    const onClientAbort = (): void => { controller.abort(clientSignal.reason) }
+    if (clientSignal.aborted) onClientAbort()
+    else clientSignal.addEventListener('abort', onClientAbort, { once: true })
+    const deadline = isBounded
+      ? setTimeout(() => { controller.abort(new DOMException(`timed out after ${deadlineMs} ms`, 'TimeoutError')) }, deadlineMs)
+      : undefined
+    const signal = controller.signal
+    let isStreaming = false
+    const end = (): void => {
+      clearTimeout(deadline)
+      clientSignal.removeEventListener('abort', onClientAbort)
+      // Stops the lookup too. One shared reason: a DOMException per request showed in profiles.
+      controller.abort(FETCH_DONE)
+    }
     try {
+      if (request.kind === 'manifest' && answers !== undefined) {
+        try {
+          const cached = await cachedManifest(request, method, answers, signal)
+          if (cached !== undefined) return cached
+        } catch {
+          if (clientSignal.aborted) throw clientSignal.reason
+          // A lookup that failed here fails again in the race, which reports it properly.
+        }
+      }
+      const content = requestContent(request)
+      const pool = new PeerPool({ score: (peer) => load.score(peer.id), ...(init.random === undefined ? {} : { random: init.random }) })
+      startLookup(request.key, isTagRequest({ content }), pool, signal)
       let first: RaceResult<Fetched>
       try {
         first = await race(pool, { method, content, ...(range === undefined ? {} : { range }) }, request.key, signal)
       } catch (err) {
-        if (clientSignal.aborted) return false
-        writeError(res, toOciError(err, request, deadlineMs))
-        return false
+        if (clientSignal.aborted) throw clientSignal.reason
+        throw toOciError(err, request, deadlineMs)
       }
-
       const { response, manifest } = first.value
-      addLogAttrs(res, { peer: first.peer.id, peerAddress: first.peer.registryAddress })
-      res.writeHead(response.range === undefined ? 200 : 206, responseHeaders(request, response))
-      if (method === 'HEAD') {
-        res.end()
-        return true
+      const served = {
+        descriptor: response.descriptor,
+        ...(response.range === undefined ? {} : { range: response.range }),
+        peer: first.peer
       }
-      if (manifest !== undefined) {
-        res.end(manifest)
-        return true
+      if (method === 'HEAD') return served
+      if (manifest !== undefined) return { ...served, body: manifest }
+      const key = request.key
+      isStreaming = true
+      return {
+        ...served,
+        body: new PeerBlobStream({
+          first: response,
+          isWhole: range === undefined,
+          log,
+          // A resume race runs under the client's signal only (blob GETs have no deadline).
+          resume: async (remaining) => (await race(pool, { method: 'GET', content, range: remaining }, key, signal)).value.response,
+          onWrongSize: (peer) => { pool.remove(peer) },
+          onCorrupt: (peerIds) => { for (const id of peerIds) badPeers.add(key, id) },
+          onEnd: end
+        })
       }
-      return await streamBlob(res, request, first, pool, range === undefined, clientSignal)
     } finally {
-      lookup.abort()
+      if (!isStreaming) end()
     }
   }
 
   /**
-   * Copies the winner's body, then resumes from the first byte not yet received on whichever
-   * peer the next race picks, until the range is complete or no progress is made. Returns
-   * false when the response had to be broken off because of us or the peers.
+   * A manifest answered from the cache: a current holder (for a tag, one whose record pins the
+   * digest) and a checked answer for that digest. Undefined when the peers must be asked.
    */
-  async function streamBlob (res: ServerResponse, request: DistributionRequest, first: RaceResult<Fetched>, pool: PeerPool, isWhole: boolean, signal: AbortSignal): Promise<boolean> {
-    const { descriptor } = first.value.response
+  async function cachedManifest (request: DistributionRequest, method: 'GET' | 'HEAD', cache: AnswerCache, signal: AbortSignal): Promise<MirroredContent | undefined> {
+    const needsBytes = method === 'GET'
+    // Skip the lookup when it cannot help.
+    if (request.digest !== undefined ? cache.get(request.digest, needsBytes) === undefined : cache.size === 0) return undefined
     const key = request.key
-    const target: ResolvedRange = first.value.response.range ?? { start: 0, end: descriptor.sizeBytes - 1 }
-    const hash = isWhole ? createHash(parseDigest(descriptor.digest).algorithm) : undefined
-    const contributors = new Set<string>()
-    let current: PeerResponse | undefined = first.value.response
-    let offset = target.start
-    let held: Buffer | undefined
-    let stalls = 0
-    let resumes = 0
-
-    const giveUp = (err: unknown): false => {
-      attachError(res, err)
-      log.warn({ ref: key, digest: descriptor.digest, bytes: offset - target.start, err: errorMessage(err) }, 'could not complete blob from peers')
-      res.destroy()
-      return false
+    let seen = 0
+    for await (const peer of router.lookup(key, { signal, limit: MAX_CACHED_CANDIDATES + badPeers.count(key) })) {
+      if (badPeers.has(key, peer.id)) continue
+      const digest = request.digest ?? peer.digest
+      const hit = digest === undefined ? undefined : cache.get(digest, needsBytes)
+      if (hit !== undefined) return { descriptor: hit.descriptor, peer, ...(needsBytes && hit.bytes !== undefined ? { body: hit.bytes } : {}) }
+      if (++seen >= MAX_CACHED_CANDIDATES) break
     }
-
-    for (;;) {
-      if (current === undefined) {
-        resumes++
-        addLogAttrs(res, { resumes })
-        const remaining: RangeSpec = { start: offset, end: target.end }
-        try {
-          current = (await race(pool, { method: 'GET', content: requestContent(request), range: remaining }, key, signal)).value.response
-        } catch (err) {
-          if (signal.aborted) return true
-          return giveUp(err)
-        }
-        if (current.descriptor.sizeBytes !== descriptor.sizeBytes || current.range?.end !== target.end) {
-          // A peer with a different idea of the blob's size cannot be continuing the same bytes.
-          discardBody(current.body)
-          pool.remove(current.peer)
-          if (++stalls >= MAX_STALLED_RESUMES) return giveUp(new PeerFetchError(current.peer, `peer reports size ${current.descriptor.sizeBytes}, expected ${descriptor.sizeBytes}`))
-          current = undefined
-          continue
-        }
-      }
-
-      const peer = current.peer
-      contributors.add(peer.id)
-      const before = offset
-      try {
-        for await (const chunk of current.body as AsyncIterable<Buffer>) {
-          if (offset + chunk.length > target.end + 1) throw new PeerFetchError(peer, `peer sent more than the ${target.end - target.start + 1} bytes announced`)
-          let out = chunk
-          hash?.update(chunk)
-          offset += chunk.length
-          if (hash !== undefined && offset === target.end + 1 && chunk.length > 0) {
-            // Held back until the digest checks out: with every byte sent, destroying the
-            // response afterwards would no longer look like a failure to the client.
-            held = chunk.subarray(chunk.length - 1)
-            out = chunk.subarray(0, chunk.length - 1)
-          }
-          if (out.length > 0 && !res.write(out)) await once(res, 'drain', { signal })
-        }
-        if (offset <= target.end) throw new PeerFetchError(peer, `body ended after ${offset - target.start} of ${target.end - target.start + 1} bytes`)
-        break
-      } catch (err) {
-        discardBody(current.body)
-        if (signal.aborted || res.destroyed) return true
-        // Every byte is in; whatever went wrong after the last one changes nothing.
-        if (offset > target.end) break
-        // The peer stays in the pool: its usage count already sends the resume elsewhere when
-        // another peer is left, and a lone flaky peer is still worth asking again, as in Spegel.
-        if (offset === before) {
-          if (++stalls >= MAX_STALLED_RESUMES) return giveUp(err)
-        } else {
-          stalls = 0
-        }
-        log.warn({ peer: peer.id, address: peer.registryAddress, digest: descriptor.digest, offset, err: errorMessage(err) }, 'blob stream from peer failed, resuming')
-        current = undefined
-      }
-    }
-
-    if (hash !== undefined) {
-      const actual = `${parseDigest(descriptor.digest).algorithm}:${hash.digest('hex')}`
-      if (actual !== descriptor.digest) {
-        const peerIds = [...contributors]
-        for (const id of peerIds) badPeers.add(key, id)
-        const err = new DigestMismatchError(descriptor.digest, actual, peerIds)
-        attachError(res, err)
-        log.warn({ peer: peerIds.join(','), digest: descriptor.digest, actual }, 'peer served a blob that does not match its digest')
-        res.destroy()
-        return false
-      }
-    }
-    res.end(held)
-    return true
+    return undefined
   }
 
-  return Object.assign(handler, {
-    close: async (): Promise<void> => { await ownAgent?.close() },
+  return {
+    fetch,
+    close: async (): Promise<void> => { await ownClient?.close() },
     hedger,
     badPeers
-  })
+  }
 }
 
 /** A manifest asked for by tag (no digest): its answer is a claim about what the tag names. */
@@ -354,26 +340,6 @@ function requestContent (request: DistributionRequest): PeerRequest['content'] {
     ...(request.tag === undefined ? {} : { tag: request.tag }),
     ...(request.digest === undefined ? {} : { digest: request.digest })
   }
-}
-
-/**
- * Headers from the peer's descriptor only; nothing else the peer sent (not even OCI-Namespace) is
- * passed on, as in Spegel.
- */
-function responseHeaders (request: DistributionRequest, response: PeerResponse): OutgoingHttpHeaders {
-  const headers: OutgoingHttpHeaders = {
-    'Content-Type': response.descriptor.mediaType,
-    'Content-Length': response.bodyBytes,
-    'Docker-Content-Digest': response.descriptor.digest
-  }
-  if (request.kind === 'blob') {
-    headers['Accept-Ranges'] = 'bytes'
-    if (response.range !== undefined) {
-      headers['Content-Type'] = MEDIA_TYPE_OCTET_STREAM
-      headers['Content-Range'] = contentRangeHeader(response.range, response.descriptor.sizeBytes)
-    }
-  }
-  return headers
 }
 
 function toOciError (err: unknown, request: DistributionRequest, deadlineMs: number): unknown {

@@ -3,11 +3,10 @@ import { once } from 'node:events'
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { after, before, describe, it } from 'node:test'
-import type { Agent } from 'undici'
 import { MANIFEST_MEDIA_TYPES, MEDIA_TYPE_OCI_INDEX } from '../oci/index.js'
 import type { Peer } from '../routing/index.js'
 import {
-  PeerFetchError, PeerRangeNotSatisfiableError, createPeerAgent, fetchFromPeer, type PeerRequest
+  PeerFetchError, PeerRangeNotSatisfiableError, createPeerClient, fetchFromPeer, type PeerRequest
 } from './peer-fetch.js'
 
 const DIGEST = `sha256:${'a'.repeat(64)}`
@@ -21,7 +20,7 @@ const tagManifest: PeerRequest = { method: 'GET', content: { kind: 'manifest', r
 
 describe('fetchFromPeer', () => {
   let server: Server
-  let agent: Agent
+  let agent: ReturnType<typeof createPeerClient>
   let peer: Peer
   let handle: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => { res.writeHead(500).end() }
   let seen: { url: string, method: string, headers: IncomingHttpHeaders } | undefined
@@ -34,7 +33,7 @@ describe('fetchFromPeer', () => {
     server.listen(0, '127.0.0.1')
     await once(server, 'listening')
     peer = { id: 'peer-1', registryAddress: `127.0.0.1:${(server.address() as AddressInfo).port}` }
-    agent = createPeerAgent()
+    agent = createPeerClient()
   })
   after(async () => {
     await agent.close()
@@ -43,7 +42,7 @@ describe('fetchFromPeer', () => {
   })
 
   const fetch = async (req: PeerRequest, authorization?: string): ReturnType<typeof fetchFromPeer> =>
-    await fetchFromPeer(peer, req, { dispatcher: agent, signal: AbortSignal.timeout(5000), ...(authorization === undefined ? {} : { authorization }) })
+    await fetchFromPeer(peer, req, { client: agent, signal: AbortSignal.timeout(5000), ...(authorization === undefined ? {} : { authorization }) })
 
   const rejection = async (req: PeerRequest): Promise<PeerFetchError> => {
     const err = await fetch(req).then(async (r) => { await r.body.dump(); return undefined }, (e: unknown) => e)
@@ -140,7 +139,7 @@ describe('fetchFromPeer', () => {
     const address = `127.0.0.1:${(closed.address() as AddressInfo).port}`
     closed.close()
     await once(closed, 'close')
-    const err = await fetchFromPeer({ id: 'gone', registryAddress: address }, blob(), { dispatcher: agent, signal: AbortSignal.timeout(5000) })
+    const err = await fetchFromPeer({ id: 'gone', registryAddress: address }, blob(), { client: agent, signal: AbortSignal.timeout(5000) })
       .then(() => undefined, (e: unknown) => e)
     assert.ok(err instanceof PeerFetchError)
     assert.equal(err.status, undefined)

@@ -1,17 +1,17 @@
-import { Agent, request, type Dispatcher } from 'undici'
 import {
   MANIFEST_MEDIA_TYPES, MEDIA_TYPE_OCTET_STREAM, distributionRequestPath, isDigest, rangeHeaderValue,
   type DistributionRequest, type RangeSpec, type ResolvedRange
 } from '../oci/index.js'
 import { parseRegistryAddress, type Peer } from '../routing/index.js'
 import type { Descriptor } from '../store/index.js'
-import { MIRRORED_HEADER } from './handler.js'
+import { MIRRORED_HEADER } from './constants.js'
+import { PeerHttpClient, type PeerBody, type PeerHttpResponse } from './peer-http.js'
 
 /** A dead peer must cost a second, not the OS's connect timeout. */
 export const DEFAULT_PEER_CONNECT_TIMEOUT_MS = 1000
 /**
  * A peer body that delivers nothing for this long is treated as broken, so the stream resumes
- * elsewhere. undici does not run this timer while our side pauses the body for backpressure,
+ * elsewhere. The timer does not run while our side pauses the body for backpressure (peer-http.ts),
  * so a slow client never trips it.
  */
 export const DEFAULT_PEER_BODY_IDLE_TIMEOUT_MS = 10_000
@@ -24,20 +24,18 @@ const ACCEPT = [...MANIFEST_MEDIA_TYPES].join(', ')
 export interface PeerAgentInit {
   connectTimeoutMs?: number
   bodyIdleTimeoutMs?: number
-  /** Connections per peer; Spegel allows 100. */
-  connectionsPerPeer?: number
+  /** Idle keep-alive connections kept per peer (busy ones are not limited). */
+  idlePerPeer?: number
 }
 
 /** One keep-alive pool per peer, shared by every mirrored request of a node. */
-export function createPeerAgent (init: PeerAgentInit = {}): Agent {
-  return new Agent({
-    connect: { timeout: init.connectTimeoutMs ?? DEFAULT_PEER_CONNECT_TIMEOUT_MS },
-    connections: init.connectionsPerPeer ?? 100,
-    keepAliveTimeout: 30_000,
-    keepAliveMaxTimeout: 60_000,
+export function createPeerClient (init: PeerAgentInit = {}): PeerHttpClient {
+  return new PeerHttpClient({
+    connectTimeoutMs: init.connectTimeoutMs ?? DEFAULT_PEER_CONNECT_TIMEOUT_MS,
     // The race's own deadline ends a peer that accepts and never answers; this is only a backstop.
-    headersTimeout: 30_000,
-    bodyTimeout: init.bodyIdleTimeoutMs ?? DEFAULT_PEER_BODY_IDLE_TIMEOUT_MS
+    headersTimeoutMs: 30_000,
+    bodyIdleTimeoutMs: init.bodyIdleTimeoutMs ?? DEFAULT_PEER_BODY_IDLE_TIMEOUT_MS,
+    ...(init.idlePerPeer === undefined ? {} : { maxIdlePerPeer: init.idlePerPeer })
   })
 }
 
@@ -78,7 +76,7 @@ export interface PeerRequest {
 }
 
 export interface PeerFetchOptions {
-  dispatcher: Dispatcher
+  client: PeerHttpClient
   signal: AbortSignal
   /** `Authorization` value, when the cluster uses basic auth. */
   authorization?: string
@@ -96,7 +94,7 @@ export interface PeerResponse {
   bodyBytes: number
   /** Content-Type as the peer sent it (for a 206 this is not the content's media type). */
   contentType: string
-  body: Dispatcher.ResponseData['body']
+  body: PeerBody
   /** Milliseconds from sending the request to having the headers. */
   latencyMs: number
 }
@@ -114,7 +112,6 @@ export async function fetchFromPeer (peer: Peer, req: PeerRequest, options: Peer
   // last line, for any Router.
   const address = parseRegistryAddress(peer.registryAddress)
   if (address === undefined) throw new PeerFetchError(peer, `registry address ${JSON.stringify(peer.registryAddress)} is not a usable IP:port; not asked`)
-  const url = `http://${address.hostPort}${distributionRequestPath(req.content)}`
   const headers: Record<string, string> = {
     [MIRRORED_HEADER]: 'true',
     'user-agent': 'spegel',
@@ -125,14 +122,14 @@ export async function fetchFromPeer (peer: Peer, req: PeerRequest, options: Peer
   if (range !== undefined) headers.range = rangeHeaderValue(range)
 
   const started = performance.now()
-  let res: Dispatcher.ResponseData
+  let res: PeerHttpResponse
   try {
-    res = await request(url, {
-      dispatcher: options.dispatcher,
+    res = await options.client.request(address.ip, address.port, {
       method: req.method,
+      path: distributionRequestPath(req.content),
       headers,
       signal: options.signal,
-      ...(options.bodyIdleTimeoutMs === undefined ? {} : { bodyTimeout: options.bodyIdleTimeoutMs })
+      ...(options.bodyIdleTimeoutMs === undefined ? {} : { bodyIdleTimeoutMs: options.bodyIdleTimeoutMs })
     })
   } catch (err) {
     if (options.signal.aborted) throw err
@@ -140,10 +137,6 @@ export async function fetchFromPeer (peer: Peer, req: PeerRequest, options: Peer
   }
   const latencyMs = performance.now() - started
 
-  // Readers see body errors through iteration; this listener only keeps an abort that lands
-  // between the headers and the first read (a lost race, a client gone) from being an
-  // unhandled 'error' event, which would take the process down.
-  res.body.on('error', ignore)
   try {
     return parseResponse(peer, req, range, res, latencyMs)
   } catch (err) {
@@ -153,13 +146,13 @@ export async function fetchFromPeer (peer: Peer, req: PeerRequest, options: Peer
       const detail = await errorBody(res, options.signal)
       if (detail !== '') throw new PeerFetchError(peer, `${err.message}: ${detail}`, { status: err.status })
     } else {
-      discardBody(res.body)
+      res.body.destroy()
     }
     throw err
   }
 }
 
-function parseResponse (peer: Peer, req: PeerRequest, range: RangeSpec | undefined, res: Dispatcher.ResponseData, latencyMs: number): PeerResponse {
+function parseResponse (peer: Peer, req: PeerRequest, range: RangeSpec | undefined, res: PeerHttpResponse, latencyMs: number): PeerResponse {
   const { statusCode } = res
   const fail = (message: string): PeerFetchError => new PeerFetchError(peer, `peer ${peer.registryAddress}: ${message}`, { status: statusCode })
   const isBlob = req.content.kind === 'blob'
@@ -229,9 +222,8 @@ function expectedRange (spec: RangeSpec, sizeBytes: number): ResolvedRange | und
   return { start: spec.start, end: spec.end === undefined ? sizeBytes - 1 : Math.min(spec.end, sizeBytes - 1) }
 }
 
-function header (res: Dispatcher.ResponseData, name: string): string | undefined {
-  const value = res.headers[name]
-  return Array.isArray(value) ? value[0] : value
+function header (res: PeerHttpResponse, name: string): string | undefined {
+  return res.headers[name]
 }
 
 function parseCount (value: string): number | undefined {
@@ -241,7 +233,7 @@ function parseCount (value: string): number | undefined {
 }
 
 /** The start of a textual error body, for the failure message; the body is always consumed. */
-async function errorBody (res: Dispatcher.ResponseData, signal: AbortSignal): Promise<string> {
+async function errorBody (res: PeerHttpResponse, signal: AbortSignal): Promise<string> {
   const type = (header(res, 'content-type') ?? '').split(';')[0]?.trim().toLowerCase() ?? ''
   try {
     if (!ERROR_BODY_TYPES.includes(type)) {
@@ -250,8 +242,7 @@ async function errorBody (res: Dispatcher.ResponseData, signal: AbortSignal): Pr
     }
     const parts: Buffer[] = []
     let length = 0
-    for await (const chunk of res.body) {
-      const buf = chunk as Buffer
+    for await (const buf of res.body) {
       parts.push(buf)
       length += buf.length
       if (length >= ERROR_BODY_BYTES) break
@@ -259,7 +250,7 @@ async function errorBody (res: Dispatcher.ResponseData, signal: AbortSignal): Pr
     return Buffer.concat(parts).subarray(0, ERROR_BODY_BYTES).toString('utf8').trim()
   } catch {
     // The status already says the request failed; a body we cannot read adds nothing to that.
-    discardBody(res.body)
+    res.body.destroy()
     return ''
   }
 }
@@ -287,14 +278,7 @@ export class DigestMismatchError extends Error {
   }
 }
 
-/**
- * Drops a peer body we no longer want. undici's body emits an error when destroyed before
- * its end, and an unhandled stream error would crash the process; that error only says
- * what we already know (we stopped reading), so it is listened for and dropped.
- */
+/** Drops a peer body we no longer want (its connection is closed unless the body was complete). */
 export function discardBody (body: PeerResponse['body']): void {
-  body.on('error', ignore)
   body.destroy()
 }
-
-function ignore (): void {}

@@ -1,0 +1,163 @@
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { once } from 'node:events'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
+import { after, afterEach, before, describe, it } from 'node:test'
+import { PeerHttpClient, type PeerHttpRequest } from './peer-http.js'
+
+const BIG = Buffer.from(Array.from({ length: 5 * 1024 * 1024 + 3 }, (_, i) => (i * 7 + (i >> 11)) % 256))
+
+function get (path: string, extra: Partial<PeerHttpRequest> = {}): PeerHttpRequest {
+  return { method: 'GET', path, headers: { 'x-test': '1' }, signal: AbortSignal.timeout(10_000), ...extra }
+}
+
+describe('PeerHttpClient', () => {
+  let server: Server
+  let port: number
+  const sockets = new Set<Socket>()
+  let handle: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => { res.writeHead(500).end() }
+  let client: PeerHttpClient
+
+  before(async () => {
+    server = createServer((req, res) => { handle(req, res) })
+    server.keepAliveTimeout = 60_000
+    server.on('connection', (s: Socket) => {
+      sockets.add(s)
+      s.once('close', () => sockets.delete(s))
+    })
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    port = (server.address() as AddressInfo).port
+  })
+  afterEach(async () => { await client.close() })
+  after(() => {
+    server.closeAllConnections()
+    server.close()
+  })
+
+  const fresh = (init: Partial<ConstructorParameters<typeof PeerHttpClient>[0]> = {}): PeerHttpClient => {
+    client = new PeerHttpClient({ connectTimeoutMs: 1000, headersTimeoutMs: 5000, bodyIdleTimeoutMs: 5000, ...init })
+    return client
+  }
+
+  it('sends the request line and headers, and reuses the connection for the next request', async () => {
+    const c = fresh()
+    const seen: Array<{ url: string | undefined, header: string | undefined, remotePort: number | undefined }> = []
+    handle = (req, res) => {
+      seen.push({ url: req.url, header: req.headers['x-test'] as string | undefined, remotePort: req.socket.remotePort })
+      res.writeHead(200, { 'Content-Length': 5, 'X-Answer': 'yes' }).end('hello')
+    }
+    const first = await c.request('127.0.0.1', port, get('/a?ns=docker.io'))
+    assert.equal(first.statusCode, 200)
+    assert.equal(first.headers['x-answer'], 'yes')
+    assert.equal(await first.body.text(), 'hello')
+    const second = await c.request('127.0.0.1', port, get('/b'))
+    assert.equal(await second.body.text(), 'hello')
+    assert.deepEqual(seen.map((s) => [s.url, s.header]), [['/a?ns=docker.io', '1'], ['/b', '1']])
+    assert.equal(seen[0]?.remotePort, seen[1]?.remotePort, 'one keep-alive connection')
+  })
+
+  it('HEAD has no body even with a Content-Length, and the connection stays usable', async () => {
+    const c = fresh()
+    handle = (_req, res) => { res.writeHead(200, { 'Content-Length': 1234 }).end() }
+    const head = await c.request('127.0.0.1', port, get('/h', { method: 'HEAD' }))
+    assert.equal(head.headers['content-length'], '1234')
+    assert.equal(head.body.isComplete, true)
+    handle = (_req, res) => { res.writeHead(200, { 'Content-Length': 2 }).end('ok') }
+    assert.equal(await (await c.request('127.0.0.1', port, get('/g'))).body.text(), 'ok')
+  })
+
+  it('streams a large body through reused buffers, pausing while the consumer holds them', async () => {
+    const c = fresh()
+    handle = (_req, res) => { res.writeHead(200, { 'Content-Length': BIG.length }).end(BIG) }
+    const res = await c.request('127.0.0.1', port, get('/big'))
+    const hash = createHash('sha256')
+    let length = 0
+    let maxOutstanding = 0
+    const held = []
+    for (;;) {
+      const chunk = await res.body.read()
+      if (chunk === null) break
+      hash.update(chunk.data)
+      length += chunk.data.length
+      held.push(chunk)
+      maxOutstanding = Math.max(maxOutstanding, res.body.outstanding)
+      // Give buffers back late, as a slow socket would.
+      if (held.length >= 3) {
+        await new Promise((resolve) => setTimeout(resolve, 5))
+        for (const h of held.splice(0)) res.body.release(h)
+      }
+    }
+    for (const h of held.splice(0)) res.body.release(h)
+    assert.equal(length, BIG.length)
+    assert.equal(hash.digest('hex'), createHash('sha256').update(BIG).digest('hex'))
+    assert.ok(maxOutstanding <= 4, `at most 4 buffers out, saw ${maxOutstanding}`)
+  })
+
+  it('retries once on a new connection when a kept-alive one was closed by the peer', async () => {
+    const c = fresh()
+    handle = (_req, res) => { res.writeHead(200, { 'Content-Length': 2 }).end('ok') }
+    assert.equal(await (await c.request('127.0.0.1', port, get('/1'))).body.text(), 'ok')
+    // The server drops every idle connection, as a restarted peer would.
+    for (const s of sockets) s.destroy()
+    assert.equal(await (await c.request('127.0.0.1', port, get('/2'))).body.text(), 'ok')
+  })
+
+  it('fails a body that stops short, and one that delivers nothing for the idle timeout', async () => {
+    const c = fresh({ bodyIdleTimeoutMs: 200 })
+    handle = (_req, res) => {
+      res.writeHead(200, { 'Content-Length': 10 })
+      res.write('abc')
+      setTimeout(() => { res.destroy() }, 20)
+    }
+    const short = await c.request('127.0.0.1', port, get('/short'))
+    await assert.rejects(short.body.text(), /closed/)
+    handle = (_req, res) => {
+      res.writeHead(200, { 'Content-Length': 10 })
+      res.write('abc')
+    }
+    const stalled = await c.request('127.0.0.1', port, get('/stall'))
+    await assert.rejects(stalled.body.text(), /delivered nothing for 200 ms/)
+  })
+
+  it('aborts with the signal, before and after the head', async () => {
+    const c = fresh()
+    handle = () => { /* never answers */ }
+    const controller = new AbortController()
+    const pending = c.request('127.0.0.1', port, get('/hang', { signal: controller.signal }))
+    setTimeout(() => { controller.abort(new Error('gave up')) }, 20)
+    await assert.rejects(pending, /gave up/)
+    handle = (_req, res) => {
+      res.writeHead(200, { 'Content-Length': 10 })
+      res.write('abc')
+    }
+    const body = new AbortController()
+    const res = await c.request('127.0.0.1', port, get('/partial', { signal: body.signal }))
+    body.abort(new Error('client left'))
+    await assert.rejects(res.body.text(), /client left/)
+  })
+
+  it('refuses chunked bodies, and a connection that cannot be made within the connect timeout', async () => {
+    const c = fresh()
+    handle = (_req, res) => {
+      res.writeHead(200)
+      res.write('a')
+      res.end('b')
+    }
+    await assert.rejects(c.request('127.0.0.1', port, get('/chunked')), /transfer-encoding chunked is not supported/)
+    // Nothing listens there.
+    const closed = createNetServer()
+    closed.listen(0, '127.0.0.1')
+    await once(closed, 'listening')
+    const closedPort = (closed.address() as AddressInfo).port
+    closed.close()
+    await assert.rejects(c.request('127.0.0.1', closedPort, get('/x')), /ECONNREFUSED/)
+  })
+
+  it('never sends a request line or header with a line break', async () => {
+    const c = fresh()
+    await assert.rejects(c.request('127.0.0.1', port, get('/a\r\nX-Evil: 1')), /line break/)
+    await assert.rejects(c.request('127.0.0.1', port, get('/a', { headers: { authorization: 'x\r\nX-Evil: 1' } })), /line break/)
+  })
+})

@@ -1,0 +1,624 @@
+import net from 'node:net'
+
+/**
+ * A minimal HTTP/1.1 client for requests to peers: keep-alive connections per peer, one request
+ * at a time on each, bodies with a Content-Length (every spegel-ts answer has one).
+ *
+ * Why not undici: relaying a blob through undici cost 6-9 CPU seconds per GiB on the relaying
+ * node (measured with bench/datapath.ts), most of it per-chunk work on 32-64 KiB pieces: socket
+ * reads into fresh buffers, the parser copying each into its own memory, a stream push, an
+ * async-iterator step and a socket write each. Here the socket reads straight into a few reused
+ * 1 MiB buffers (`onread`), the body hands those buffers to the consumer without a copy, and a
+ * buffer goes back to the pool once the consumer has written it out (`release`). At most
+ * MAX_CHUNKS_IN_FLIGHT buffers per response are out: then the socket stops reading until one
+ * comes back, which is the backpressure.
+ */
+
+/** Size of the reused read buffers of a body; the kernel fills what it has, up to this. */
+export const READ_BUFFER_BYTES = 1024 * 1024
+/** Pooled buffers handed to a response's consumer and not yet released, before reading pauses. */
+const MAX_CHUNKS_IN_FLIGHT = 4
+/** Free read buffers kept between responses; more are left to the garbage collector. */
+const FREE_BUFFERS_KEPT = 4
+/** A response head larger than this is refused. */
+const MAX_HEAD_BYTES = 64 * 1024
+/**
+ * Reads outside a body (response heads, idle keep-alive connections) go into this one shared
+ * buffer, so an idle connection pins no memory; bytes that must outlive the read are copied.
+ */
+const SHARED_BUFFER = Buffer.allocUnsafe(64 * 1024)
+const HEAD_END = Buffer.from('\r\n\r\n', 'latin1')
+
+/** Idle connections are closed after this; peers' servers keep theirs for 95 s, so we close first. */
+const DEFAULT_IDLE_TIMEOUT_MS = 30_000
+const DEFAULT_MAX_IDLE_PER_PEER = 32
+
+const freeBuffers: Buffer[] = []
+
+function takeBuffer (): Buffer {
+  return freeBuffers.pop() ?? Buffer.allocUnsafe(READ_BUFFER_BYTES)
+}
+
+function giveBuffer (buffer: Buffer): void {
+  if (freeBuffers.length < FREE_BUFFERS_KEPT) freeBuffers.push(buffer)
+}
+
+export interface PeerHttpInit {
+  /** A peer that does not accept the connection within this fails the request. */
+  connectTimeoutMs: number
+  /** Backstop for a peer that accepts and never answers (callers' deadlines come first). */
+  headersTimeoutMs: number
+  /** A body that delivers nothing for this long while we are reading fails. */
+  bodyIdleTimeoutMs: number
+  /** Idle keep-alive connections are closed after this (peers keep theirs for 95 s). */
+  idleTimeoutMs?: number
+  /** Idle connections kept per peer. */
+  maxIdlePerPeer?: number
+}
+
+export interface PeerHttpRequest {
+  method: 'GET' | 'HEAD'
+  /** Path and query, already encoded. */
+  path: string
+  /** Lower-case names. */
+  headers: Readonly<Record<string, string>>
+  signal: AbortSignal
+  bodyIdleTimeoutMs?: number
+}
+
+export interface PeerHttpResponse {
+  statusCode: number
+  /** Lower-case names; the first value of a repeated header. */
+  headers: Record<string, string>
+  body: PeerBody
+}
+
+/** A request that never reached a peer's HTTP layer, or broke before its answer was complete. */
+export class PeerHttpError extends Error {
+  readonly code: string
+  constructor (code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'PeerHttpError'
+    this.code = code
+  }
+}
+
+/** A piece of a body. `release` it once its bytes were written out; it may be reused then. */
+export interface BodyChunk {
+  readonly data: Buffer
+  /** The pooled buffer behind `data`, when there is one. */
+  readonly pooled: Buffer | undefined
+}
+
+/**
+ * The body of one response, read chunk by chunk with `read()` (each chunk `release`d when done),
+ * or whole with `text()`, `dump()` or async iteration (copies; for small bodies).
+ */
+export class PeerBody {
+  #queue: BodyChunk[] = []
+  #isEnded = false
+  #error: Error | undefined
+  #isDestroyed = false
+  #waiter: ((value: void) => void) | undefined
+  #outstanding = 0
+  #closeListeners: Array<() => void> = []
+  #isClosed = false
+  /** Set by the connection: called when a pooled chunk comes back, or the consumer gives up. */
+  onRelease: (() => void) | undefined
+  onDestroy: (() => void) | undefined
+
+  /** Pooled chunks delivered and not yet released. */
+  get outstanding (): number { return this.#outstanding }
+  get isComplete (): boolean { return this.#isEnded && this.#queue.length === 0 }
+  get destroyed (): boolean { return this.#isDestroyed }
+
+  push (data: Buffer, pooled: Buffer | undefined): void {
+    if (this.#isDestroyed) {
+      if (pooled !== undefined) giveBuffer(pooled)
+      return
+    }
+    if (pooled !== undefined) this.#outstanding++
+    this.#queue.push({ data, pooled })
+    this.#wake()
+  }
+
+  end (): void {
+    this.#isEnded = true
+    this.#wake()
+    if (this.#queue.length === 0) this.#close()
+  }
+
+  fail (err: Error): void {
+    if (this.#isEnded || this.#isDestroyed) return
+    this.#error ??= err
+    this.#wake()
+    this.#close()
+  }
+
+  /** The next chunk, or null after the last one; rejects when the body broke. */
+  async read (): Promise<BodyChunk | null> {
+    for (;;) {
+      if (this.#isDestroyed) throw this.#error ?? new PeerHttpError('ERR_BODY_DESTROYED', 'body was destroyed')
+      const chunk = this.#queue.shift()
+      if (chunk !== undefined) {
+        if (this.#isEnded && this.#queue.length === 0) this.#close()
+        return chunk
+      }
+      if (this.#error !== undefined) throw this.#error
+      if (this.#isEnded) return null
+      await new Promise<void>((resolve) => { this.#waiter = resolve })
+    }
+  }
+
+  release (chunk: BodyChunk): void {
+    if (chunk.pooled === undefined) return
+    this.#outstanding--
+    giveBuffer(chunk.pooled)
+    this.onRelease?.()
+  }
+
+  /** Copies of the chunks, for small bodies. */
+  async * [Symbol.asyncIterator] (): AsyncGenerator<Buffer> {
+    try {
+      for (;;) {
+        const chunk = await this.read()
+        if (chunk === null) return
+        const copy = chunk.pooled === undefined ? chunk.data : Buffer.from(chunk.data)
+        this.release(chunk)
+        yield copy
+      }
+    } finally {
+      if (!this.isComplete) this.destroy()
+    }
+  }
+
+  async text (): Promise<string> {
+    const parts: Buffer[] = []
+    for await (const part of this) parts.push(part)
+    return Buffer.concat(parts).toString('utf8')
+  }
+
+  /** Reads and drops the body; past `limit` bytes it is destroyed instead (the connection is lost). */
+  async dump (options: { limit?: number, signal?: AbortSignal } = {}): Promise<void> {
+    const limit = options.limit ?? 128 * 1024
+    let length = 0
+    for (;;) {
+      if (options.signal?.aborted === true) {
+        this.destroy()
+        return
+      }
+      let chunk: BodyChunk | null
+      try {
+        chunk = await this.read()
+      } catch {
+        return
+      }
+      if (chunk === null) return
+      length += chunk.data.length
+      this.release(chunk)
+      if (length > limit) {
+        this.destroy()
+        return
+      }
+    }
+  }
+
+  /** Gives up on the body: queued buffers go back, an unfinished connection is closed. */
+  destroy (err?: Error): void {
+    if (this.#isDestroyed) return
+    this.#isDestroyed = true
+    if (err !== undefined) this.#error ??= err
+    for (const chunk of this.#queue) {
+      if (chunk.pooled !== undefined) {
+        this.#outstanding--
+        giveBuffer(chunk.pooled)
+      }
+    }
+    this.#queue = []
+    this.#wake()
+    this.onDestroy?.()
+    this.#close()
+  }
+
+  /** Called once when the body ended, failed or was destroyed. */
+  onClose (listener: () => void): void {
+    if (this.#isClosed) listener()
+    else this.#closeListeners.push(listener)
+  }
+
+  #close (): void {
+    if (this.#isClosed) return
+    this.#isClosed = true
+    for (const listener of this.#closeListeners.splice(0)) listener()
+  }
+
+  #wake (): void {
+    const waiter = this.#waiter
+    this.#waiter = undefined
+    waiter?.()
+  }
+}
+
+type State = 'connecting' | 'head' | 'body' | 'idle' | 'closed'
+
+/** One keep-alive connection; one request at a time. */
+class Connection {
+  readonly socket: net.Socket
+  state: State = 'connecting'
+  /** Set once a request completed on it: a failure before any answer byte may be a stale keep-alive. */
+  isReused = false
+  #client: PeerHttpClient
+  readonly key: string
+  #head: Buffer | undefined
+  #remaining = 0
+  #isUntilClose = false
+  #isPaused = false
+  #isReusable = true
+  #bodyIdleTimeoutMs = 0
+  #gotBytes = false
+  #body: PeerBody | undefined
+  #resolve: ((res: PeerHttpResponse) => void) | undefined
+  #reject: ((err: Error) => void) | undefined
+  #isHeadRequest = false
+  #signal: AbortSignal | undefined
+  #onAbort: (() => void) | undefined
+  #timer: NodeJS.Timeout | undefined
+  /** The error an abort failed the request with (never retried). */
+  #abortedBy: Error | undefined
+
+  constructor (client: PeerHttpClient, key: string, host: string, port: number, connectTimeoutMs: number) {
+    this.#client = client
+    this.key = key
+    this.socket = net.connect({
+      host,
+      port,
+      noDelay: true,
+      onread: {
+        buffer: () => this.state === 'body' ? takeBuffer() : SHARED_BUFFER,
+        callback: (nread, buffer) => this.#onRead(nread, buffer as Buffer)
+      }
+    })
+    this.#timer = setTimeout(() => { this.#fail(new PeerHttpError('ETIMEDOUT', `connect timed out after ${connectTimeoutMs} ms`)) }, connectTimeoutMs)
+    this.#timer.unref()
+    this.socket.once('connect', () => {
+      clearTimeout(this.#timer)
+      this.#timer = undefined
+    })
+    this.socket.on('error', (err) => { this.#fail(err) })
+    this.socket.on('end', () => {
+      if (this.state === 'body' && this.#isUntilClose) {
+        this.#finishBody(false)
+        return
+      }
+      this.#fail(new PeerHttpError('ECONNRESET', 'peer closed the connection'))
+    })
+    this.socket.on('close', () => { this.#fail(new PeerHttpError('ECONNRESET', 'connection closed')) })
+    this.socket.on('timeout', () => {
+      this.#fail(new PeerHttpError('ETIMEDOUT', this.state === 'body' ? `body delivered nothing for ${this.#bodyIdleTimeoutMs} ms` : 'timed out'))
+    })
+  }
+
+  /** Sends a request; resolves with the response once its head is in. */
+  send (request: PeerHttpRequest, hostPort: string, headersTimeoutMs: number, bodyIdleTimeoutMs: number): Promise<PeerHttpResponse> {
+    return new Promise((resolve, reject) => {
+      this.#resolve = resolve
+      this.#reject = reject
+      this.#head = undefined
+      this.#gotBytes = false
+      this.#isHeadRequest = request.method === 'HEAD'
+      this.#bodyIdleTimeoutMs = bodyIdleTimeoutMs
+      this.#body = undefined
+      if (this.state !== 'connecting') this.state = 'head'
+      const signal = request.signal
+      const onAbort = (): void => {
+        this.#abortedBy = abortError(signal)
+        this.#fail(this.#abortedBy)
+      }
+      if (signal.aborted) {
+        onAbort()
+        return
+      }
+      this.#signal = signal
+      this.#onAbort = onAbort
+      signal.addEventListener('abort', this.#onAbort, { once: true })
+      let text = `${request.method} ${request.path} HTTP/1.1\r\nhost: ${hostPort}\r\n`
+      for (const [name, value] of Object.entries(request.headers)) text += `${name}: ${value}\r\n`
+      text += '\r\n'
+      if (/[\r\n]/.test(request.path) || Object.entries(request.headers).some(([n, v]) => /[\r\n]/.test(n) || /[\r\n]/.test(v))) {
+        this.#fail(new PeerHttpError('ERR_INVALID_CHAR', 'request path or header contains a line break'))
+        return
+      }
+      if (this.state === 'connecting') {
+        this.socket.once('connect', () => {
+          if (this.state !== 'connecting') return
+          this.state = 'head'
+          this.socket.setTimeout(headersTimeoutMs)
+          this.socket.write(text, 'latin1')
+        })
+      } else {
+        this.socket.setTimeout(headersTimeoutMs)
+        this.socket.write(text, 'latin1')
+      }
+    })
+  }
+
+  #onRead (nread: number, buffer: Buffer): boolean {
+    const pooled = buffer === SHARED_BUFFER ? undefined : buffer
+    if (this.state !== 'head' && this.state !== 'body') {
+      // Bytes nobody asked for (on an idle connection, say): the connection cannot be trusted.
+      if (pooled !== undefined) giveBuffer(pooled)
+      this.#fail(new PeerHttpError('ERR_UNEXPECTED_DATA', 'peer sent bytes outside a response'))
+      return false
+    }
+    this.#gotBytes = true
+    if (this.state === 'head') {
+      let bytes = buffer.subarray(0, nread)
+      if (this.#head !== undefined) bytes = Buffer.concat([this.#head, bytes])
+      const end = bytes.indexOf(HEAD_END)
+      if (end === -1) {
+        if (bytes.length > MAX_HEAD_BYTES) {
+          this.#fail(new PeerHttpError('ERR_HEADERS_OVERFLOW', `response head larger than ${MAX_HEAD_BYTES} bytes`))
+          return false
+        }
+        this.#head = Buffer.from(bytes)
+        if (pooled !== undefined) giveBuffer(pooled)
+        return true
+      }
+      this.#head = undefined
+      if (!this.#startBody(bytes.toString('latin1', 0, end))) return false
+      const rest = bytes.subarray(end + HEAD_END.length)
+      // The head's read buffer is shared or about to be reused: what follows it is copied.
+      if (rest.length > 0) this.#deliver(Buffer.from(rest), undefined)
+      if (pooled !== undefined) giveBuffer(pooled)
+    } else {
+      this.#deliver(buffer.subarray(0, nread), pooled)
+    }
+    if (this.state === 'body' && this.#body !== undefined && this.#body.outstanding >= MAX_CHUNKS_IN_FLIGHT) {
+      this.#isPaused = true
+      this.socket.setTimeout(0)
+      return false
+    }
+    return (this.state as State) !== 'closed'
+  }
+
+  /** Parses the head; false when it was unusable (the request has failed). */
+  #startBody (head: string): boolean {
+    const lines = head.split('\r\n')
+    const status = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? '')
+    if (status === null) {
+      this.#fail(new PeerHttpError('ERR_INVALID_RESPONSE', `not an HTTP/1.1 response: ${JSON.stringify((lines[0] ?? '').slice(0, 100))}`))
+      return false
+    }
+    const statusCode = Number(status[1])
+    const headers: Record<string, string> = {}
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i] ?? ''
+      const colon = line.indexOf(':')
+      if (colon <= 0) continue
+      const name = line.slice(0, colon).trim().toLowerCase()
+      if (!(name in headers)) headers[name] = line.slice(colon + 1).trim()
+    }
+    if (statusCode < 200) {
+      // Informational answers only follow requests that ask for them (Expect); these never do.
+      this.#fail(new PeerHttpError('ERR_INVALID_RESPONSE', `unexpected informational status ${statusCode}`))
+      return false
+    }
+    if ((headers.connection ?? '').toLowerCase().includes('close') || lines[0]?.startsWith('HTTP/1.0') === true) this.#isReusable = false
+    const length = headers['content-length']
+    this.#isUntilClose = false
+    if (this.#isHeadRequest || statusCode === 204 || statusCode === 304) {
+      this.#remaining = 0
+    } else if (headers['transfer-encoding'] !== undefined) {
+      this.#fail(new PeerHttpError('ERR_UNSUPPORTED', `transfer-encoding ${headers['transfer-encoding']} is not supported`))
+      return false
+    } else if (length !== undefined && /^\d+$/.test(length)) {
+      this.#remaining = Number(length)
+    } else {
+      this.#remaining = Number.POSITIVE_INFINITY
+      this.#isUntilClose = true
+      this.#isReusable = false
+    }
+    const body = new PeerBody()
+    body.onRelease = () => {
+      if (this.#isPaused && this.#body === body && body.outstanding < MAX_CHUNKS_IN_FLIGHT && this.state === 'body') {
+        this.#isPaused = false
+        this.socket.setTimeout(this.#bodyIdleTimeoutMs)
+        this.socket.resume()
+      }
+    }
+    body.onDestroy = () => {
+      if (this.#body === body && this.state === 'body') this.#fail(new PeerHttpError('ERR_BODY_DESTROYED', 'body was destroyed'))
+    }
+    this.#body = body
+    this.state = 'body'
+    this.socket.setTimeout(this.#bodyIdleTimeoutMs)
+    const resolve = this.#resolve
+    this.#resolve = undefined
+    this.#reject = undefined
+    resolve?.({ statusCode, headers, body })
+    if (this.#remaining === 0) this.#finishBody(true)
+    return true
+  }
+
+  #deliver (data: Buffer, pooled: Buffer | undefined): void {
+    const body = this.#body
+    if (body === undefined) return
+    let part = data
+    if (part.length > this.#remaining) {
+      // More than announced on a connection with one request in flight: never reuse it.
+      this.#isReusable = false
+      part = part.subarray(0, this.#remaining)
+    }
+    this.#remaining -= part.length
+    if (part.length > 0) body.push(part, pooled)
+    else if (pooled !== undefined) giveBuffer(pooled)
+    if (this.#remaining === 0) this.#finishBody(true)
+  }
+
+  #finishBody (isComplete: boolean): void {
+    const body = this.#body
+    this.#detachSignal()
+    body?.end()
+    this.socket.setTimeout(0)
+    if (isComplete && this.#isReusable) {
+      this.state = 'idle'
+      this.isReused = true
+      this.#body = undefined
+      if (this.#isPaused) {
+        this.#isPaused = false
+        this.socket.resume()
+      }
+      this.#client.release(this)
+    } else {
+      this.state = 'closed'
+      this.socket.destroy()
+    }
+  }
+
+  #detachSignal (): void {
+    if (this.#onAbort !== undefined) this.#signal?.removeEventListener('abort', this.#onAbort)
+    this.#onAbort = undefined
+    this.#signal = undefined
+  }
+
+  #fail (err: Error): void {
+    if (this.state === 'closed') return
+    const wasIdle = this.state === 'idle'
+    this.state = 'closed'
+    clearTimeout(this.#timer)
+    this.#detachSignal()
+    const reject = this.#reject
+    this.#resolve = undefined
+    this.#reject = undefined
+    if (reject !== undefined) {
+      const isAbort = this.#abortedBy !== undefined && err === this.#abortedBy
+      reject(this.isReused && !this.#gotBytes && !isAbort ? new StaleConnectionError(err) : err)
+    }
+    this.#body?.fail(err)
+    this.#body = undefined
+    this.socket.destroy()
+    if (wasIdle) this.#client.forget(this)
+  }
+
+  /** Closes an idle connection. */
+  close (): void {
+    if (this.state === 'idle') this.#fail(new PeerHttpError('ERR_CLOSED', 'client closed'))
+  }
+}
+
+/** A kept-alive connection failed before any answer byte: the peer closed it meanwhile. */
+class StaleConnectionError extends Error {
+  constructor (cause: Error) {
+    super(cause.message, { cause })
+    this.name = 'StaleConnectionError'
+  }
+}
+
+function abortError (signal: AbortSignal): Error {
+  const reason: unknown = signal.reason
+  if (reason instanceof Error) return reason
+  return new DOMException('This operation was aborted', 'AbortError')
+}
+
+/** Keep-alive connections to peers, one pool per `host:port`. */
+export class PeerHttpClient {
+  readonly #init: PeerHttpInit
+  readonly #idle = new Map<string, Connection[]>()
+  readonly #idleSince = new Map<Connection, number>()
+  #sweeper: NodeJS.Timeout | undefined
+  #isClosed = false
+
+  constructor (init: PeerHttpInit) {
+    this.#init = init
+  }
+
+  /** Sends `request` to `host:port`; resolves with the response head, its body still to read. */
+  async request (host: string, port: number, request: PeerHttpRequest): Promise<PeerHttpResponse> {
+    if (this.#isClosed) throw new PeerHttpError('ERR_CLOSED', 'client is closed')
+    const hostPort = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+    const bodyIdle = request.bodyIdleTimeoutMs ?? this.#init.bodyIdleTimeoutMs
+    for (;;) {
+      const connection = this.#take(hostPort) ?? new Connection(this, hostPort, host, port, this.#init.connectTimeoutMs)
+      try {
+        return await connection.send(request, hostPort, this.#init.headersTimeoutMs, bodyIdle)
+      } catch (err) {
+        // A kept-alive connection the peer closed meanwhile: the request never reached it. A new
+        // connection is never stale, so this ends.
+        if (err instanceof StaleConnectionError && !request.signal.aborted) continue
+        throw err instanceof StaleConnectionError ? err.cause : err
+      }
+    }
+  }
+
+  /** A connection whose response is complete comes back here. */
+  release (connection: Connection): void {
+    if (this.#isClosed) {
+      connection.close()
+      return
+    }
+    let list = this.#idle.get(connection.key)
+    if (list === undefined) {
+      list = []
+      this.#idle.set(connection.key, list)
+    }
+    if (list.length >= (this.#init.maxIdlePerPeer ?? DEFAULT_MAX_IDLE_PER_PEER)) {
+      connection.close()
+      return
+    }
+    list.push(connection)
+    // An idle connection never keeps the process alive; one in use does, like any request.
+    connection.socket.unref()
+    this.#idleSince.set(connection, Date.now())
+    this.#sweep()
+  }
+
+  forget (connection: Connection): void {
+    this.#idleSince.delete(connection)
+    const list = this.#idle.get(connection.key)
+    if (list === undefined) return
+    const i = list.indexOf(connection)
+    if (i !== -1) list.splice(i, 1)
+    if (list.length === 0) this.#idle.delete(connection.key)
+  }
+
+  #take (key: string): Connection | undefined {
+    const list = this.#idle.get(key)
+    if (list === undefined) return undefined
+    for (;;) {
+      const connection = list.pop()
+      if (connection === undefined) {
+        this.#idle.delete(key)
+        return undefined
+      }
+      this.#idleSince.delete(connection)
+      if (connection.state === 'idle' && !connection.socket.destroyed) {
+        if (list.length === 0) this.#idle.delete(key)
+        connection.socket.ref()
+        return connection
+      }
+    }
+  }
+
+  /** Closes connections idle for longer than the idle timeout; one unref'd timer for all. */
+  #sweep (): void {
+    if (this.#sweeper !== undefined) return
+    const idleMs = this.#init.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS
+    this.#sweeper = setTimeout(() => {
+      this.#sweeper = undefined
+      const now = Date.now()
+      for (const [connection, since] of this.#idleSince) {
+        if (now - since >= idleMs) connection.close()
+      }
+      if (this.#idleSince.size > 0) this.#sweep()
+    }, Math.max(100, Math.floor(idleMs / 2)))
+    this.#sweeper.unref()
+  }
+
+  async close (): Promise<void> {
+    this.#isClosed = true
+    clearTimeout(this.#sweeper)
+    for (const connection of [...this.#idleSince.keys()]) connection.close()
+    this.#idle.clear()
+    this.#idleSince.clear()
+  }
+}
