@@ -242,6 +242,7 @@ function routerMetrics (router: P2PRouter): RouterMetricsSnapshot {
   }
   return {
     peersConnected: status.peers,
+    peersSuspected: status.peersSuspected,
     records: status.records,
     keys: status.keys,
     ownKeys: status.ownKeys,

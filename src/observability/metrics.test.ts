@@ -81,6 +81,7 @@ describe('createMetrics', () => {
 describe('createMetrics: ours', () => {
   const routerSnapshot = (over: Partial<RouterMetricsSnapshot> = {}): RouterMetricsSnapshot => ({
     peersConnected: 2,
+    peersSuspected: 1,
     records: 3,
     keys: 40,
     ownKeys: 7,
@@ -103,6 +104,7 @@ describe('createMetrics: ours', () => {
     assert.match(text, /^spegel_ready 0$/m)
     assert.match(text, /^spegel_build_info\{version="1\.2\.3",nodejs="v[\d.]+"\} 1$/m)
     assert.match(text, /^spegel_router_peers_connected 2$/m)
+    assert.match(text, /^spegel_router_peers_suspected 1$/m)
     assert.match(text, /^spegel_router_index_records 3$/m)
     assert.match(text, /^spegel_router_index_keys 40$/m)
     assert.match(text, /^spegel_router_own_keys 7$/m)

@@ -23,6 +23,8 @@ export type ServedSource = 'local' | 'peer'
 /** Router figures read at scrape time (a structural view, so this module needs no routing import). */
 export interface RouterMetricsSnapshot {
   readonly peersConnected: number
+  /** Peers left out of lookups after their connections were cut (optional for older snapshots). */
+  readonly peersSuspected?: number
   readonly records: number
   readonly keys: number
   readonly ownKeys: number
@@ -175,6 +177,7 @@ export function createMetrics (registry: Registry, init: MetricsInit = {}): Metr
     })
   }
   routerGauge('spegel_router_peers_connected', 'Peers this node has an open libp2p connection to.', (s) => s.peersConnected)
+  routerGauge('spegel_router_peers_suspected', 'Peers left out of lookups because every connection to them was cut and they have not answered a dial since.', (s) => s.peersSuspected ?? 0)
   routerGauge('spegel_router_index_records', 'Other nodes\' records held in this node\'s replica of the cluster index.', (s) => s.records)
   routerGauge('spegel_router_index_keys', 'Distinct keys (digests and tags) in this node\'s replica of the cluster index.', (s) => s.keys)
   routerGauge('spegel_router_own_keys', 'Keys this node advertises.', (s) => s.ownKeys)

@@ -195,6 +195,7 @@ class P2PRouterImpl implements P2PRouter {
       pullsInFlight: this.#antiEntropy.inFlight,
       pullsServing: this.#antiEntropy.serving,
       pullsDeferred: this.#antiEntropy.deferred,
+      peersSuspected: this.#membership.suspicion.count,
       epoch: this.#own.epoch,
       seq: this.#own.seq,
       multiaddrs: this.multiaddrs(),

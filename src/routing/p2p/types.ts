@@ -62,6 +62,8 @@ export interface P2PRouterStatus {
   pullsDeferred: number
   /** Pulls this node is answering right now. */
   pullsServing: number
+  /** Peers left out of lookups because their connections were cut and they did not answer since. */
+  peersSuspected: number
 }
 
 /** Cumulative figures; the modules of the router increment them, status() copies them. */
@@ -109,7 +111,10 @@ export interface PeerSummary {
   readonly keyCount: number
   /** Unix ms when it was last heard of, directly or through others; undefined without a record. */
   readonly lastHeardMs?: number
-  /** Heard of within the expiry bound. */
+  /**
+   * Heard of within the expiry bound and not suspected: a peer whose connections were all cut
+   * and that did not answer a dial since is left out of lookups (and shown as gone) until it does.
+   */
   readonly isAlive: boolean
   /** This node has seen it at its registry address's IP, so lookups offer it (when alive). */
   readonly isAddressProven: boolean
