@@ -15,6 +15,14 @@ export const SEND_BUFFER_COUNT = 16
 /** Enough in flight to keep one socket busy while the next chunk is read. */
 export const MAX_SEND_BUFFERS_PER_RESPONSE = 4
 const WRITE_OFF_DELAY_MS = 1_000
+/**
+ * A response that finds the pool empty sends through a small buffer of its own instead of
+ * waiting in line. Waiting made a convoy: pool buffers are held by responses whose client reads
+ * slowly (a relaying peer that paused), so every other download stalled behind them, and a
+ * relaying node's requests timed out and retried until clients gave up after 60 s (measured
+ * with bench/load.ts, mirror target). Worst case this adds 64 KiB per download beyond the pool.
+ */
+export const FALLBACK_SEND_BYTES = 64 * 1024
 
 /** The process-wide pool every response's file stream sends from. */
 export const sendBufferPool = new BufferPool(SEND_BUFFER_BYTES, SEND_BUFFER_COUNT)
@@ -69,9 +77,9 @@ export class FileRangeStream extends Readable {
 
   /**
    * Writes the remaining range to `sink`; resolves when every byte was handed to it. Buffers
-   * come from `pool` (shared by every response): a response takes one, waiting in line when all
-   * are in use, and more (up to `MAX_SEND_BUFFERS_PER_RESPONSE`) only while nobody waits, so a
-   * thousand clients share a fixed amount of memory and each still makes progress.
+   * come from `pool` (shared by every response), up to `MAX_SEND_BUFFERS_PER_RESPONSE`; a
+   * response that finds none sends through one `FALLBACK_SEND_BYTES` buffer of its own, so no
+   * download ever waits for another one's client.
    */
   async sendTo (sink: ByteSink, signal?: AbortSignal, pool: BufferPool = sendBufferPool): Promise<void> {
     if (this.claimed) throw new Error('stream already being read')
@@ -82,6 +90,7 @@ export class FileRangeStream extends Readable {
     this.on('error', () => {})
     const mine: Buffer[] = [] // taken from the pool and not in flight
     const inFlight = new Set<Buffer>()
+    let own: Buffer | undefined
     let held = 0
     let isFinished = false
     let waiting: (() => void) | undefined
@@ -100,9 +109,10 @@ export class FileRangeStream extends Readable {
         if (this.destroyed) writeError ??= prematureClose()
         if (writeError !== undefined) throw writeError
         let buffer = mine.pop()
-        if (buffer === undefined && held < MAX_SEND_BUFFERS_PER_RESPONSE && (held === 0 || pool.waiting === 0)) {
-          buffer = held === 0 ? await pool.acquire(signal) : pool.tryAcquire()
+        if (buffer === undefined && held < MAX_SEND_BUFFERS_PER_RESPONSE) {
+          buffer = pool.tryAcquire()
           if (buffer !== undefined) held++
+          else if (held === 0 && own === undefined) buffer = own = Buffer.allocUnsafe(FALLBACK_SEND_BYTES)
         }
         if (buffer === undefined) {
           // Every buffer of ours is with the socket: the next write callback frees one.
@@ -132,8 +142,10 @@ export class FileRangeStream extends Readable {
           if (!inFlight.delete(chunk)) return // already written off (see below)
           if (err !== null && err !== undefined) writeError ??= err
           if (isFinished) {
-            held--
-            pool.release(chunk)
+            if (chunk !== own) {
+              held--
+              pool.release(chunk)
+            }
           } else {
             mine.push(chunk)
           }
@@ -155,9 +167,11 @@ export class FileRangeStream extends Readable {
       sink.removeListener('close', onClose)
       signal?.removeEventListener('abort', onAbort)
       for (const buffer of mine.splice(0)) {
+        if (buffer === own) continue
         held--
         pool.release(buffer)
       }
+      if (own !== undefined) inFlight.delete(own)
       if (inFlight.size > 0) writeOffAfterClose(sink, inFlight, pool)
       this.destroy()
     }
