@@ -52,7 +52,10 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
 COPY proto ./proto
 COPY --from=build /src/dist/src ./dist/src
+# NODE_OPTIONS: a 1 MiB young generation instead of V8's up to 32 MiB per semi-space, which an idle
+# node otherwise keeps resident after start-up (about 55 MiB of RSS); docs/image.md has the figures.
 ENV NODE_ENV=production \
+    NODE_OPTIONS=--max-semi-space-size=1 \
     PATH=/nodejs/bin:/usr/local/bin:/usr/bin:/bin \
     SPEGEL_COMMIT=${SPEGEL_COMMIT}
 USER 0:0

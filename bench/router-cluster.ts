@@ -59,8 +59,17 @@ export function monotonicMs (): number {
 
 let nextCommandId = 1
 
+/**
+ * The V8 flags the image starts spegel-ts with (its NODE_OPTIONS: Dockerfile, scripts/build-image.sh,
+ * deploy/kubernetes/base/daemonset.yaml; docs/image.md says why), so an idle reading is of what
+ * production runs. A NODE_OPTIONS in this process's environment (bench/datapath.ts --node-options)
+ * replaces them.
+ */
+export const PRODUCTION_NODE_OPTIONS = '--max-semi-space-size=1'
+
 export function spawnNode (script: string, config: object, base: Omit<NodeProc, 'child' | 'pid' | 'stderr' | 'exited' | 'replies' | 'waiters'>): NodeProc {
-  const child = spawn(process.execPath, [script, JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'pipe'] })
+  const env = { ...process.env, NODE_OPTIONS: process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS }
+  const child = spawn(process.execPath, [script, JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'pipe'], env })
   if (child.pid === undefined) throw new Error(`cannot spawn ${script}`)
   const node: NodeProc = { ...base, child, pid: child.pid, stderr: '', exited: false, replies: new Map(), waiters: new Map() }
   child.once('exit', () => { node.exited = true })

@@ -192,6 +192,7 @@ bah config \
   --workingdir /app \
   --env PATH=/nodejs/bin:/usr/local/bin:/usr/bin:/bin \
   --env NODE_ENV=production \
+  --env NODE_OPTIONS=--max-semi-space-size=1 \
   --env SPEGEL_COMMIT="$commit" \
   --user 0:0 \
   --port 5000/tcp --port 5001/tcp --port 9090/tcp \

@@ -47,6 +47,23 @@ describe('ContentIndex', () => {
     assert.deepEqual([...idx.keysOf(['a', 'b', 'zz'])], [['a', ['k2']], ['b', ['k2']]])
   })
 
+  it('keeps signatures and goodbyes in buffers of their own, not views of the frame they came in', () => {
+    // As a decoder hands them over: Buffers viewing a larger frame (Buffer's slice() is a view too).
+    const frame = Buffer.alloc(64 * 1024, 7)
+    const idx = make()
+    apply(idx, [{ ...full('a', 1, 1, ['k1']), signature: frame.subarray(100, 164) }], 0)
+    const kept = idx.get('a')!.signature
+    assert.equal(kept.buffer.byteLength, 64)
+    assert.deepEqual(kept, new Uint8Array(64).fill(7))
+    frame.fill(9)
+    assert.deepEqual(kept, new Uint8Array(64).fill(7))
+    const delta: IncomingDelta = { origin: 'a', epoch: 1, seq: 2, body: { adds: ['k2'], removes: [], tagDigests: new Map(), recordSignature: frame.subarray(0, 64) } }
+    assert.equal(idx.applyDelta(delta, 0), 'applied')
+    assert.equal(idx.get('a')!.signature.buffer.byteLength, 64)
+    assert.equal(idx.goodbye('a', 1, 0, frame.subarray(0, 10)), true)
+    assert.equal(idx.goodbyeStatement('a')!.buffer.byteLength, 10)
+  })
+
   it('applies deltas in order, reports duplicates and gaps, and remembers what it wants', () => {
     const idx = make()
     apply(idx, [full('a', 1, 1, ['k1'])], 0)

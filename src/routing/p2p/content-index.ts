@@ -333,7 +333,7 @@ export class ContentIndex {
         }
         if (rec.tagDigests?.size === 0) rec.tagDigests = undefined
         rec.seq = d.seq
-        rec.signature = d.body.recordSignature.slice()
+        rec.signature = copyBytes(d.body.recordSignature)
         rec.lastHeardMs = Math.max(rec.lastHeardMs, nowMs)
         return 'applied'
       }
@@ -392,7 +392,7 @@ export class ContentIndex {
         rec.claims = f.claims
         rec.addrs = Object.freeze([...f.body.addrs])
         rec.tagDigests = tagDigests
-        rec.signature = f.signature.slice()
+        rec.signature = copyBytes(f.signature)
         rec.lastHeardMs = sameEpoch ? Math.max(rec.lastHeardMs, heardMs) : heardMs
         rec.keyCount = 0
       } else {
@@ -407,7 +407,7 @@ export class ContentIndex {
           addrs: Object.freeze([...f.body.addrs]),
           keyCount: 0,
           tagDigests,
-          signature: f.signature.slice(),
+          signature: copyBytes(f.signature),
           isAddressProven: false,
           lastHeardMs: heardMs,
           peer: Object.freeze({ id: f.origin, registryAddress: address.hostPort })
@@ -435,12 +435,12 @@ export class ContentIndex {
       // Nothing to remove: kept only to block a record of that epoch arriving later (a pull that
       // crossed the goodbye), while there is room, and not news to pass on: goodbyes for made-up
       // origins cost their sender nothing and must not flood the cluster or fill this map.
-      if (this.#tombstones.size < this.#maxRecords) this.#tombstones.set(origin, { epoch, untilMs: nowMs + this.#init.tombstoneTtlMs, statement: statement.slice() })
+      if (this.#tombstones.size < this.#maxRecords) this.#tombstones.set(origin, { epoch, untilMs: nowMs + this.#init.tombstoneTtlMs, statement: copyBytes(statement) })
       else this.#limit('unknown-origins', origin, 'goodbyes for origins without a record: the tombstones are full')
       this.#wanted.delete(origin)
       return false
     }
-    this.#tombstones.set(origin, { epoch, untilMs: nowMs + this.#init.tombstoneTtlMs, statement: statement.slice() })
+    this.#tombstones.set(origin, { epoch, untilMs: nowMs + this.#init.tombstoneTtlMs, statement: copyBytes(statement) })
     if (rec.epoch <= epoch) this.#removeRecords([rec])
     this.#wanted.delete(origin)
     return true
@@ -548,4 +548,13 @@ export class ContentIndex {
     if (v.length === 1) this.#keys.set(k, v[0] as number)
     return true
   }
+}
+
+/**
+ * A copy that owns its memory. Signatures and statements arrive as Buffers viewing the frame they
+ * came in, and Buffer's slice() is a view too: a 64-byte signature kept that way held its whole
+ * record frame (about 165 KB at 5,000 keys, 660 KB at 20,000) for as long as the record lived.
+ */
+function copyBytes (bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes)
 }

@@ -64,8 +64,12 @@ export class P2PNode {
         inboundConnectionThreshold: INBOUND_CONNECTION_THRESHOLD,
         maxIncomingPendingConnections: MAX_INCOMING_PENDING_CONNECTIONS
       },
-      // A busy event loop misses pings; aborting on a missed ping would cut live connections under load.
-      connectionMonitor: { abortConnectionOnPingFailure: false },
+      // Off: it opened a ping stream on every connection every 10 s (a stream, a protocol
+      // negotiation and a peer-store write on both ends) only to measure round trips nothing reads,
+      // and it may not abort on a missed ping (a busy event loop misses pings; aborting would cut
+      // live connections under load). Liveness is the router's heartbeats over the same
+      // connections, and yamux's own keep-alive pings keep an idle connection open.
+      connectionMonitor: { enabled: false },
       services: { identify: identify(), ping: ping() }
     })
     return new P2PNode(libp2p, privateKey, init.listen)
