@@ -186,7 +186,9 @@ async function verifyProcess (pid: number, spec: ContainerSpec, plan: CtrRunPlan
   // The pid file is written between runc's create and start, while `runc init` still waits to exec.
   const cmdline = await waitFor(async () => {
     const args = (await fs.readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').slice(0, -1)
-    return args[0] === 'runc' && args[1] === 'init' ? undefined : args
+    // Empty while the exec is under way (the kernel has dropped the old memory map and not yet
+    // set up the new one's arguments).
+    return args.length === 0 || (args[0] === 'runc' && args[1] === 'init') ? undefined : args
   }, { timeoutMs: 30_000, intervalMs: 20, what: `${spec.name}: pid ${pid} to exec the container's command` })
   assert.deepEqual(cmdline, argv, `${spec.name}: the process runs exactly the manifest's command and args`)
   const environ = new Set((await fs.readFile(`/proc/${pid}/environ`, 'utf8')).split('\0'))
