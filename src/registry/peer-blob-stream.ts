@@ -3,7 +3,7 @@ import { Readable } from 'node:stream'
 import { parseDigest, type RangeSpec, type ResolvedRange } from '../oci/index.js'
 import type { Logger } from '../observability/logger.js'
 import type { Peer } from '../routing/index.js'
-import type { ByteSink } from '../store/file-range-stream.js'
+import { prematureClose, type ByteSink } from '../store/file-range-stream.js'
 import type { BodyChunk } from './peer-http.js'
 import { DigestMismatchError, PeerFetchError, discardBody, type PeerResponse } from './peer-fetch.js'
 
@@ -241,11 +241,6 @@ export class PeerBlobStream extends Readable {
     this.#isEnded = true
     this.#init.onEnd()
   }
-}
-
-/** The same error pipeline reports when the destination closes first, so callers treat both alike. */
-function prematureClose (): Error {
-  return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' })
 }
 
 function errorMessage (err: unknown): string {

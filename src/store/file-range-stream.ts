@@ -102,8 +102,7 @@ export class FileRangeStream extends Readable {
     }
     const onClose = (): void => { writeError ??= prematureClose(); wake() }
     sink.once('close', onClose)
-    const onAbort = (): void => { writeError ??= prematureClose(); wake() }
-    signal?.addEventListener('abort', onAbort, { once: true })
+    signal?.addEventListener('abort', onClose, { once: true })
     try {
       while (this.position <= this.end) {
         if (this.destroyed) writeError ??= prematureClose()
@@ -165,7 +164,7 @@ export class FileRangeStream extends Readable {
     } finally {
       isFinished = true
       sink.removeListener('close', onClose)
-      signal?.removeEventListener('abort', onAbort)
+      signal?.removeEventListener('abort', onClose)
       for (const buffer of mine.splice(0)) {
         if (buffer === own) continue
         held--
@@ -198,6 +197,6 @@ function writeOffAfterClose (sink: ByteSink, inFlight: Set<Buffer>, pool: Buffer
 }
 
 /** The same error pipeline reports when the destination closes first, so callers treat both alike. */
-function prematureClose (): Error {
+export function prematureClose (): Error {
   return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' })
 }
