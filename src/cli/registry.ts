@@ -2,20 +2,21 @@ import type http from 'node:http'
 import { once } from 'node:events'
 import { Registry as PromRegistry } from 'prom-client'
 import type { RegistryConfig, HostPort } from '../config/index.js'
-import { ContainerdStore, ContainerdSupervisor } from '../containerd/index.js'
+import { ArrivingBlobs, ContainerdStore, ContainerdSupervisor } from '../containerd/index.js'
 import { createMux, createServer, type Route } from '../http/index.js'
 import { addressText, closeGracefully, listen } from '../http/lifecycle.js'
 import { buildFilters } from '../oci/index.js'
 import { createLogger, parseLogLevel, type Logger } from '../observability/logger.js'
 import { createMetrics, createMetricsHandler, type RouterMetricsSnapshot } from '../observability/metrics.js'
 import {
-  RecentRequests, basicAuthHeader, createMirror, createRegistryHandler, createRegistryLabeler, nodeReadiness
+  PullStorm, RecentRequests, basicAuthHeader, createMirror, createRegistryHandler, createRegistryLabeler, nodeReadiness
 } from '../registry/index.js'
 import { loadBasicAuth } from '../registry/basic-auth.js'
 import { createBootstrapper } from '../routing/bootstrap/index.js'
 import { createP2PRouter, type P2PRouter } from '../routing/p2p/index.js'
 import { startSync } from '../routing/sync.js'
 import { RouterSlot } from '../routing/router-slot.js'
+import { KeyOverlay } from '../routing/key-overlay.js'
 import { createDebugRoutes } from '../web/debug.js'
 import { buildStatus, type NodeWarning, type RouterView } from '../web/status.js'
 import { advertisedRegistryAddress } from './advertise-address.js'
@@ -84,13 +85,37 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
   const recentRequests = new RecentRequests()
   const mirrorStats: { lastSuccessMs?: number } = {}
   const registryLabel = createRegistryLabeler({ mirroredRegistries: config.mirroredRegistries, localRegistries: () => store.registries() })
-  const mirror = createMirror({ router: routerProxy, log, metrics }, {
+  // Pull storms (docs/pull-storms.md): this node's own extra keys ride on the store's record.
+  const overlay = new KeyOverlay(routerProxy)
+  const storm = new PullStorm({
+    router: routerProxy,
+    keys: overlay,
+    selfId: () => router?.peerId,
+    log: log.child({ component: 'pull-storm' }),
+    onOutcome: (outcome) => { metrics.pullStormWaits.inc({ outcome }) }
+  }, { waitMs: config.pullStormWaitMs })
+  const arriving = new ArrivingBlobs({
+    log,
+    keys: overlay,
+    onArriving: (digest) => { storm.onArriving(digest) },
+    onCount: (count) => { metrics.arrivingBlobs.set(count) }
+  })
+  const mirror = createMirror({ router: routerProxy, log, metrics, ...(storm.isEnabled ? { storm } : {}) }, {
     resolveTimeoutMs: config.mirrorResolveTimeoutMs,
     resolveRetries: config.mirrorResolveRetries,
     ...(basicAuth === undefined ? {} : { basicAuth }),
     inflightTimeoutMinMs: MIRROR_INFLIGHT_TIMEOUT_MIN_MS
   })
-  const handler = createRegistryHandler({ store, router: routerProxy, metrics, log }, { filters, basicAuth, mirror, recentRequests, registryLabel, mirrorStats, readyzNotes: () => configCheck.readyzNotes() })
+  const handler = createRegistryHandler({ store, router: routerProxy, metrics, log }, {
+    filters,
+    basicAuth,
+    mirror,
+    recentRequests,
+    registryLabel,
+    mirrorStats,
+    readyzNotes: () => configCheck.readyzNotes(),
+    ...(storm.isEnabled ? { arriving } : {})
+  })
   const registryServer = createServer(handler, { log })
   metrics.setSources({
     isReady: () => readiness().isReady,
@@ -192,18 +217,25 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
   }
   stopSync = startSync({
     store,
-    router,
+    router: overlay,
     log,
     // Tags go out pinned to the digest they name here, so peers trust this node's tag answers
     // only when they are that digest.
     tagDigests: () => tagDigestsOf(store.images()),
     onAdvertised: () => { metrics.setAdvertisedCounts(store.advertisedCounts()) }
   })
+  // The content directory is known once containerd has answered, and may change with it.
+  const followContent = setInterval(() => { if (storm.isEnabled) arriving.follow(store.contentDirectory()) }, CONTENT_FOLLOW_INTERVAL_MS)
+  followContent.unref()
+  if (storm.isEnabled) arriving.follow(store.contentDirectory())
   log.info({ registry: addressText(registryServer), metrics: addressText(metricsServer), router: router.multiaddrs(), peerId: router.peerId, containerdSock: config.containerdSock }, 'running spegel')
 
   if (!runtime.shutdown.aborted) await once(runtime.shutdown, 'abort')
   log.info('shutting down')
   stopSync()
+  clearInterval(followContent)
+  arriving.stop()
+  storm.close()
   const [registryClose, metricsClose] = await Promise.all([
     closeGracefully(registryServer, { graceMs: REGISTRY_SHUTDOWN_GRACE_MS }),
     closeGracefully(metricsServer, { graceMs: REGISTRY_SHUTDOWN_GRACE_MS }),
@@ -224,6 +256,9 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
  * below containerd's patience, and hedged attempts go to other peers meanwhile.
  */
 const MIRROR_INFLIGHT_TIMEOUT_MIN_MS = 1000
+
+/** How often the ingest watcher checks that it follows containerd's current content directory. */
+const CONTENT_FOLLOW_INTERVAL_MS = 1000
 
 /** Tag key (`registry/repository:tag`) → the digest it names, from the store's images. */
 function tagDigestsOf (images: ReadonlyArray<{ registry: string, repository: string, tag?: string, digest: string }>): Map<string, string> {

@@ -38,6 +38,7 @@ describe('parseRegistryConfig', () => {
       registryFilters: [],
       mirrorResolveTimeoutMs: 20,
       mirrorResolveRetries: 3,
+      pullStormWaitMs: 2000,
       debugWebEnabled: true,
       bootstrapKind: 'dns',
       dnsBootstrapDomain: 'spegel-bootstrap',

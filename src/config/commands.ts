@@ -23,6 +23,7 @@ export interface RegistryConfig {
   readonly registryFilters: readonly string[]
   readonly mirrorResolveTimeoutMs: number
   readonly mirrorResolveRetries: number
+  readonly pullStormWaitMs: number
   readonly debugWebEnabled: boolean
   readonly bootstrapKind: s.BootstrapKind
   readonly dnsBootstrapDomain: string
@@ -107,6 +108,7 @@ export const registrySettings = {
   registryFilters: s.registryFilters,
   mirrorResolveTimeoutMs: s.mirrorResolveTimeout,
   mirrorResolveRetries: s.mirrorResolveRetries,
+  pullStormWaitMs: s.pullStormWait,
   debugWebEnabled: s.debugWebEnabled,
   bootstrapKind: s.bootstrapKind,
   dnsBootstrapDomain: s.dnsBootstrapDomain,

@@ -152,6 +152,27 @@ export const mirrorResolveRetries: ScalarSetting<number> = {
   parse: (s) => parseInteger(s, 1)
 }
 
+/**
+ * Ours (Spegel has no such flag): on a blob nobody holds, how long a mirror may hold containerd's
+ * request while the nodes asking for the same blob agree on one of them to fetch it upstream, and
+ * the others wait for its download to show up (docs/pull-storms.md). 0 switches that off: every
+ * miss is an immediate 404, as in Spegel, and content still arriving is not advertised.
+ */
+export const pullStormWait: ScalarSetting<number> = {
+  kind: 'scalar',
+  flag: 'pull-storm-wait',
+  env: 'PULL_STORM_WAIT',
+  default: '2s',
+  valueName: 'DURATION',
+  help: 'longest wait for another node\'s upstream download of a blob nobody holds yet (0s: answer 404 at once, as Spegel)',
+  parse: (s) => {
+    const ms = parseDurationNs(s) / 1e6
+    if (ms < 0) throw new ValueError('the wait must not be negative', 'use a duration such as 2s, or 0s to switch it off')
+    if (ms > 60_000) throw new ValueError('the wait must be at most 1m: containerd waits on it before it may fall back to upstream', 'use a duration such as 2s')
+    return ms
+  }
+}
+
 export const debugWebEnabled: ScalarSetting<boolean> = {
   kind: 'bool',
   flag: 'debug-web-enabled',

@@ -2,3 +2,5 @@ export { ContainerdClient, type ImageRecord, type ContentInfo } from './client.j
 export { ContainerdSupervisor, type ContainerdState, type ContainerdStateName, type SessionHandler, type SessionRunner } from './supervisor.js'
 export { ContainerdStore, type ContainerdStoreInit } from './content-store.js'
 export * from './diagnose.js'
+export { IngestWatcher, type Ingest, type IngestChange, type IngestWatcherInit } from './ingests.js'
+export { ArrivingBlobs, ARRIVING_STALE_MS, ARRIVING_STALL_TIMEOUT_MS, type ArrivingBlobsComponents, type ArrivingBlobsInit } from './arriving.js'

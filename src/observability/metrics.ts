@@ -71,6 +71,10 @@ export interface Metrics {
   readonly containerdState: Gauge<'state'>
   readonly servedBytes: Counter<'to' | 'source'>
   readonly mirrorPeerBytes: Counter<'peer'>
+  /** How waits for a blob no node had ended (source, chosen, timeout, busy); see registry/pull-storm.ts. */
+  readonly pullStormWaits: Counter<'outcome'>
+  /** Blobs this node's containerd is downloading that peers may fetch from it. */
+  readonly arrivingBlobs: Gauge
   /** Sets `spegel_containerd_state{state}` to 1 for `state` and 0 for every state seen before. */
   setContainerdState(state: string): void
   /** Spegel's advertised gauges, per registry: tags, image roots and content digests. */
@@ -266,6 +270,17 @@ export function createMetrics (registry: Registry, init: MetricsInit = {}): Metr
 
   return {
     registry,
+    pullStormWaits: new Counter({
+      name: 'spegel_pull_storm_waits_total',
+      help: 'Mirror requests for a blob no node held or was receiving, by how the wait ended: source (another node started receiving it), chosen (this node fetches it upstream), timeout, busy.',
+      labelNames: ['outcome'] as const,
+      registers
+    }),
+    arrivingBlobs: new Gauge({
+      name: 'spegel_arriving_blobs',
+      help: 'Blobs this node\'s containerd is still downloading (or just committed), advertised so that peers can stream them.',
+      registers
+    }),
     mirrorRequests: new Counter({
       name: 'spegel_mirror_requests_total',
       help: 'Total number of mirror requests.',

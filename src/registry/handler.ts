@@ -63,6 +63,19 @@ export interface RegistryInit {
   mirrorStats?: { lastSuccessMs?: number }
   /** Extra lines for the /readyz body (problems that do not make the node unready). */
   readyzNotes?: () => readonly string[]
+  /** Blobs this node's containerd is still downloading, served to peers as they arrive. */
+  arriving?: ArrivingContent
+}
+
+/**
+ * Blobs being written into containerd's ingest area right now (docs/pull-storms.md). Only peers
+ * get them: the node's own containerd is the one writing them.
+ */
+export interface ArrivingContent {
+  /** The blob's full size when it is arriving (or just committed and not yet in the store). */
+  sizeOf(digest: string): number | undefined
+  /** The bytes of `range`, following the file as containerd writes it. */
+  open(digest: string, range: ResolvedRange, signal: AbortSignal): Promise<Readable>
 }
 
 const ALLOW = 'GET, HEAD'
@@ -139,8 +152,14 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw storeError(request.kind, err)
       if (rangeError !== undefined) throw rangeError
-      if (req.headers[MIRRORED_HEADER] !== 'true' && init.mirror !== undefined) {
+      const isFromPeer = req.headers[MIRRORED_HEADER] === 'true'
+      if (!isFromPeer && init.mirror !== undefined) {
         await serveMirrored(req, res, request, rangeSpec, signal, init.mirror)
+        return
+      }
+      const arrivingBytes = isFromPeer && request.kind === 'blob' && request.digest !== undefined ? init.arriving?.sizeOf(request.digest) : undefined
+      if (arrivingBytes !== undefined && request.digest !== undefined && init.arriving !== undefined) {
+        await serveContent(req, res, request, await arrivingContent(req.method === 'HEAD', request.digest, arrivingBytes, rangeSpec, signal, init.arriving), signal)
         return
       }
       throw unknownContent(request.kind, `could not find ${request.key} on this node`, err)
@@ -168,6 +187,25 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
     // The size is known from stat: passing the whole range spares the store a second stat.
     const bytes = range ?? (sizeBytes > 0 ? { start: 0, end: sizeBytes - 1 } : undefined)
     content.body = await openContent('blob', digest, bytes, signal)
+    return content
+  }
+
+  /**
+   * A blob still arriving here, for a peer: its size is the size containerd was told, and the body
+   * follows the file as it grows. The peer checks the digest of what it receives.
+   */
+  async function arrivingContent (isHead: boolean, digest: string, sizeBytes: number, rangeSpec: RangeSpec | undefined, signal: AbortSignal, arriving: ArrivingContent): Promise<Content> {
+    const descriptor: Descriptor = { digest, sizeBytes, mediaType: MEDIA_TYPE_OCTET_STREAM }
+    const range = rangeSpec === undefined ? undefined : resolveRange(rangeSpec, sizeBytes)
+    const content: Content = range === undefined ? { descriptor } : { descriptor, range }
+    if (isHead || sizeBytes === 0) return content
+    try {
+      content.body = await arriving.open(digest, range ?? { start: 0, end: sizeBytes - 1 }, signal)
+    } catch (err) {
+      // Gone between the look and the open (an aborted download): the same miss as before.
+      if (err instanceof NotFoundError) throw unknownContent('blob', `could not find ${digest} on this node`, err)
+      throw err
+    }
     return content
   }
 

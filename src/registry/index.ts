@@ -1,4 +1,4 @@
-export { createRegistryHandler, type RegistryComponents, type RegistryInit } from './handler.js'
+export { createRegistryHandler, type ArrivingContent, type RegistryComponents, type RegistryInit } from './handler.js'
 export { MIRRORED_HEADER, MAX_MANIFEST_BYTES } from './constants.js'
 export { createMirror, DEFAULT_MANIFEST_DEADLINE_MS, DEFAULT_INFLIGHT_TIMEOUT_MIN_MS, type Mirror, type MirrorComponents, type MirrorFetchOptions, type MirrorInit, type MirroredContent } from './mirror.js'
 export { createPeerClient, fetchFromPeer, PeerFetchError, PeerRangeNotSatisfiableError, DigestMismatchError, type PeerRequest, type PeerResponse } from './peer-fetch.js'
@@ -8,3 +8,4 @@ export { createRegistryLabeler, MAX_LEARNED_REGISTRIES, type RegistryLabeler, ty
 export { basicAuthHeader } from './basic-auth.js'
 export { PeerBlobStream, type PeerBlobStreamInit } from './peer-blob-stream.js'
 export { PeerHttpClient, PeerBody, PeerHttpError, type PeerHttpInit, type PeerHttpResponse } from './peer-http.js'
+export { PullStorm, STORM_OUTCOMES, type PullStormComponents, type PullStormInit, type StormOutcome } from './pull-storm.js'

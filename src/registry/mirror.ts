@@ -19,6 +19,8 @@ import {
 import type { PeerHttpClient } from './peer-http.js'
 import { BadPeers, PeerLoad } from './peer-health.js'
 import { PeerPool, RaceError, hedgedRace, type RaceResult } from './peer-race.js'
+import type { PullStorm } from './pull-storm.js'
+import { arrivingKey, isAdvertised } from '../routing/key-overlay.js'
 
 /** Spegel's bound on a whole HEAD or manifest mirror operation; blob GETs have none (pkg/registry/registry.go). */
 export const DEFAULT_MANIFEST_DEADLINE_MS = 3000
@@ -28,6 +30,8 @@ export const DEFAULT_INFLIGHT_TIMEOUT_MIN_MS = 100
 const FETCH_DONE = new Error('mirror request finished')
 /** Holders looked at for a cached manifest answer before the peers are asked instead. */
 const MAX_CACHED_CANDIDATES = 8
+/** Added to the score of a node that is still receiving a blob, so whole copies are asked first. */
+const ARRIVING_PENALTY = 1000
 /** Peers taken from one lookup; the race tries at most `resolveRetries` of them. */
 const MAX_CANDIDATES = 64
 
@@ -37,6 +41,11 @@ export interface MirrorComponents {
   metrics?: Pick<Metrics, 'resolveDurationSeconds'>
   /** Shared connection pools to peers; by default the mirror makes (and closes) its own. */
   client?: PeerHttpClient
+  /**
+   * Blobs nobody holds yet: agree with the other nodes asking on one to fetch upstream, and find
+   * nodes still receiving a blob (`arriving:` keys). Without it a miss is a 404 at once.
+   */
+  storm?: PullStorm
 }
 
 export interface MirrorInit {
@@ -132,7 +141,7 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
    * With `isByTag`, only peers whose record names a digest for the tag are taken (tag trust,
    * see attempt()).
    */
-  function startLookup (key: string, isByTag: boolean, pool: PeerPool, signal: AbortSignal): void {
+  function startLookup (key: string, isByTag: boolean, pool: PeerPool, signal: AbortSignal, arriving?: { key: string, peers: Set<string> }): void {
     const started = performance.now()
     let isObserved = false
     const observe = (): void => {
@@ -147,6 +156,15 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
         // Tag trust: a peer that did not pin the tag to a digest has only its word for the answer.
         if (isByTag && peer.digest === undefined) continue
         observe()
+        pool.add(peer)
+        if (++count >= MAX_CANDIDATES) break
+      }
+      // Nodes still receiving the blob come after those holding it whole (the pool's score).
+      if (arriving === undefined || count >= MAX_CANDIDATES) return
+      for await (const peer of router.lookup(arriving.key, { signal, limit: MAX_CANDIDATES - count + badPeers.count(key) })) {
+        if (badPeers.has(key, peer.id)) continue
+        observe()
+        if (!pool.has(peer.id)) arriving.peers.add(peer.id)
         pool.add(peer)
         if (++count >= MAX_CANDIDATES) break
       }
@@ -262,8 +280,18 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
         }
       }
       const content = requestContent(request)
-      const pool = new PeerPool({ score: (peer) => load.score(peer.id), ...(init.random === undefined ? {} : { random: init.random }) })
-      startLookup(request.key, isTagRequest({ content }), pool, signal)
+      const storm = components.storm
+      const arriving = storm?.isEnabled === true && request.kind === 'blob' && request.digest !== undefined
+        ? { key: arrivingKey(request.digest), peers: new Set<string>() }
+        : undefined
+      if (arriving !== undefined && method === 'GET' && storm !== undefined && request.digest !== undefined) {
+        await awaitSource(storm, request.digest, arriving.key, clientSignal)
+      }
+      const pool = new PeerPool({
+        score: (peer) => load.score(peer.id) + (arriving?.peers.has(peer.id) === true ? ARRIVING_PENALTY : 0),
+        ...(init.random === undefined ? {} : { random: init.random })
+      })
+      startLookup(request.key, isTagRequest({ content }), pool, signal, arriving)
       let first: RaceResult<Fetched>
       try {
         first = await race(pool, { method, content, ...(range === undefined ? {} : { range }) }, request.key, signal)
@@ -288,7 +316,13 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
           isWhole: range === undefined,
           log,
           // A resume race runs under the client's signal only (blob GETs have no deadline).
-          resume: async (remaining) => (await race(pool, { method: 'GET', content, range: remaining }, key, signal)).value.response,
+          resume: async (remaining) => {
+            // Only whole copies: nodes still receiving the blob got it from the same place that
+            // just failed, or are waiting on us. Breaking off instead makes containerd ask again
+            // with a Range, and that request starts a fresh choice (PullStorm).
+            if (arriving !== undefined) for (const id of arriving.peers) pool.remove({ id })
+            return (await race(pool, { method: 'GET', content, range: remaining }, key, signal)).value.response
+          },
           onWrongSize: (peer) => { pool.remove(peer) },
           onCorrupt: (peerIds) => { for (const id of peerIds) badPeers.add(key, id) },
           onEnd: end
@@ -297,6 +331,22 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
     } finally {
       if (!isStreaming) end()
     }
+  }
+
+  /**
+   * A blob nobody holds or is receiving: wait (bounded) for the node the askers agree on to start
+   * its download, or answer 404 now so this node's containerd fetches it upstream.
+   */
+  async function awaitSource (storm: PullStorm, digest: string, arrivingKeyOfDigest: string, clientSignal: AbortSignal): Promise<void> {
+    if (await isAdvertised(router, digest, clientSignal) || await isAdvertised(router, arrivingKeyOfDigest, clientSignal)) return
+    const outcome = await storm.await(digest, clientSignal)
+    if (outcome === 'source') return
+    const why = outcome === 'chosen'
+      ? 'no node has it yet; this node was picked to fetch it from upstream'
+      : outcome === 'timeout'
+        ? 'no node has it yet, and none started downloading it in time'
+        : 'no node has it yet'
+    throw new OciError('BLOB_UNKNOWN', `${why}: ${digest}`, { detail: { pullStorm: outcome } })
   }
 
   /**

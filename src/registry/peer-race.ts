@@ -57,6 +57,10 @@ export class PeerPool {
     return false
   }
 
+  has (peerId: string): boolean {
+    return this.#entries.has(peerId)
+  }
+
   add (peer: Peer): void {
     const existing = this.#entries.get(peer.id)
     if (existing !== undefined) {
@@ -98,7 +102,7 @@ export class PeerPool {
     this.#changed()
   }
 
-  remove (peer: Peer): void {
+  remove (peer: Pick<Peer, 'id'>): void {
     if (this.#entries.delete(peer.id)) this.#changed()
   }
 

@@ -1,0 +1,135 @@
+import path from 'node:path'
+import type { Readable } from 'node:stream'
+import type { Logger } from '../observability/logger.js'
+import { arrivingKey } from '../routing/key-overlay.js'
+import { NotFoundError, type ByteRange } from '../store/index.js'
+import { openGrowingFile } from '../store/growing-file-stream.js'
+import { IngestWatcher, type IngestWatcherInit } from './ingests.js'
+
+/**
+ * A download that has not written a byte for this long is not offered any more. containerd writes
+ * in 1 MiB steps (docs/containerd-ingest.md), so even a 1 MB/s upstream grows the file every
+ * second; a download that stops for longer has most likely failed, and nodes waiting on it are
+ * better off choosing another node to fetch from upstream.
+ */
+export const ARRIVING_STALE_MS = 5_000
+/** A reader at the end of the file gives up after this long without a new byte (see above). */
+export const ARRIVING_STALL_TIMEOUT_MS = 8_000
+
+export interface ArrivingBlobsComponents {
+  log: Logger
+  /** Where `arriving:<digest>` keys go (KeyOverlay). */
+  keys: { add(key: string): boolean, remove(key: string): void }
+  /** Called when a download of this node's starts to land. */
+  onArriving?: (digest: string) => void
+  /** Called with the number of blobs offered after every change. */
+  onCount?: (count: number) => void
+}
+
+export interface ArrivingBlobsInit extends Omit<IngestWatcherInit, 'contentPath'> {
+  stallTimeoutMs?: number
+}
+
+/**
+ * Blobs this node's containerd is downloading right now, advertised as `arriving:<digest>` and
+ * served to peers from the ingest file as it grows (docs/pull-storms.md). It follows containerd's
+ * content directory, which is only known once containerd has answered (`follow`).
+ */
+export class ArrivingBlobs {
+  readonly #c: ArrivingBlobsComponents
+  readonly #init: ArrivingBlobsInit
+  #watcher: IngestWatcher | undefined
+  #unsubscribe: (() => void) | undefined
+  #contentPath: string | undefined
+  readonly #offered = new Set<string>()
+
+  constructor (components: ArrivingBlobsComponents, init: ArrivingBlobsInit = {}) {
+    this.#c = components
+    this.#init = init
+  }
+
+  get count (): number { return this.#offered.size }
+
+  /** Watches `contentPath`'s ingest area (again, when it changed); undefined stops watching. */
+  follow (contentPath: string | undefined): void {
+    if (contentPath === this.#contentPath) return
+    this.#stopWatcher()
+    this.#contentPath = contentPath
+    if (contentPath === undefined) return
+    const { stallTimeoutMs: _, ...watcherInit } = this.#init
+    const watcher = new IngestWatcher({ log: this.#c.log }, { staleMs: ARRIVING_STALE_MS, ...watcherInit, contentPath })
+    this.#unsubscribe = watcher.subscribe((change) => {
+      if (change.type === 'arriving') this.#offer(change.digest)
+      else this.#unoffer(change.digest)
+    })
+    this.#watcher = watcher
+    watcher.start()
+    this.#c.log.debug({ contentPath }, 'watching containerd downloads')
+  }
+
+  stop (): void {
+    this.#stopWatcher()
+    this.#contentPath = undefined
+  }
+
+  /** The blob's full size while it is offered. */
+  sizeOf (digest: string): number | undefined {
+    if (!this.#offered.has(digest)) return undefined
+    const ingest = this.#watcher?.get(digest)
+    return ingest === undefined || ingest.totalBytes <= 0 ? undefined : ingest.totalBytes
+  }
+
+  async open (digest: string, range: ByteRange, signal: AbortSignal): Promise<Readable> {
+    const watcher = this.#watcher
+    const ingest = watcher?.get(digest)
+    if (watcher === undefined || ingest === undefined) throw new NotFoundError(`${digest} is not arriving here`)
+    const options = {
+      start: range.start,
+      end: range.end,
+      signal,
+      stallTimeoutMs: this.#init.stallTimeoutMs ?? ARRIVING_STALL_TIMEOUT_MS,
+      isAbandoned: () => watcher.isAbandoned(digest)
+    }
+    try {
+      return await openGrowingFile(ingest.path, options)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    }
+    // Committed between the look and the open: the same bytes are now the blob file.
+    const blob = this.#blobPath(digest)
+    try {
+      if (blob !== undefined) return await openGrowingFile(blob, options)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    }
+    throw new NotFoundError(`${digest} is no longer arriving here`)
+  }
+
+  #blobPath (digest: string): string | undefined {
+    const m = /^(sha256|sha512):([a-f0-9]+)$/.exec(digest)
+    if (m === null || this.#contentPath === undefined) return undefined
+    return path.join(this.#contentPath, 'blobs', m[1] ?? '', m[2] ?? '')
+  }
+
+  #offer (digest: string): void {
+    if (this.#offered.has(digest)) return
+    if (!this.#c.keys.add(arrivingKey(digest))) return
+    this.#offered.add(digest)
+    this.#c.onArriving?.(digest)
+    this.#c.onCount?.(this.#offered.size)
+  }
+
+  #unoffer (digest: string): void {
+    if (!this.#offered.delete(digest)) return
+    this.#c.keys.remove(arrivingKey(digest))
+    this.#c.onCount?.(this.#offered.size)
+  }
+
+  #stopWatcher (): void {
+    this.#unsubscribe?.()
+    this.#unsubscribe = undefined
+    this.#watcher?.stop()
+    this.#watcher = undefined
+    for (const digest of [...this.#offered]) this.#unoffer(digest)
+  }
+}

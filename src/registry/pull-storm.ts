@@ -1,0 +1,214 @@
+import { createHash } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Logger } from '../observability/logger.js'
+import { advertisers, arrivingKey, fetchingKey, isAdvertised, wantKey, type KeyOverlay } from '../routing/key-overlay.js'
+import type { Router } from '../routing/index.js'
+
+/** How a wait for a blob nobody had ended. */
+export type StormOutcome =
+  /** A node now holds the blob or is downloading it: stream it from there. */
+  | 'source'
+  /** The nodes asking agreed on this one: answer 404 so its containerd fetches upstream. */
+  | 'chosen'
+  /** Nothing turned up within the wait: answer 404, containerd falls back to upstream as without us. */
+  | 'timeout'
+  /** Too many blobs are being waited for already: answer 404 at once. */
+  | 'busy'
+
+export const STORM_OUTCOMES: readonly StormOutcome[] = ['source', 'chosen', 'timeout', 'busy']
+
+export interface PullStormInit {
+  /** `--pull-storm-wait`: the longest a request waits; 0 switches the whole thing off. */
+  waitMs: number
+  /**
+   * How long a node listens for other nodes' `want:` keys before the choice. Gossip takes a few
+   * milliseconds between live nodes; the window also catches containerds that start a layer a
+   * little later than the first.
+   */
+  collectMs?: number
+  /** Between two looks at the (local) index while waiting. */
+  pollMs?: number
+  /**
+   * How long `fetching:` stays advertised when this node's own download never shows (its
+   * containerd had the blob after all, or gave up): others then stop waiting for it.
+   */
+  fetchingTtlMs?: number
+  /** Blobs waited for at once; more get a 404 at once. */
+  maxWaiting?: number
+}
+
+export interface PullStormComponents {
+  /** Lookups (other nodes' keys). */
+  router: Router
+  /** This node's extra keys (`want:`, `fetching:`). */
+  keys: KeyOverlay
+  /** This node's router identity; undefined until the router runs. */
+  selfId: () => string | undefined
+  log: Logger
+  onOutcome?: (outcome: StormOutcome) => void
+}
+
+export const DEFAULT_COLLECT_MS = 150
+export const DEFAULT_POLL_MS = 20
+export const DEFAULT_FETCHING_TTL_MS = 15_000
+export const DEFAULT_MAX_WAITING = 256
+
+/**
+ * The first pull of a new image on many nodes at once (docs/pull-storms.md). A mirror asked for a
+ * blob that no node holds or is downloading does not answer 404 at once: it says it wants the
+ * blob (`want:<digest>`), listens a moment for the other nodes that want it too, and picks one of
+ * them by rendezvous hashing of digest and node ID. The chosen node answers 404, so its containerd
+ * fetches the blob upstream; while the download lands in containerd's ingest area, that node
+ * advertises `arriving:<digest>` and serves it to the others, which wait (bounded) and then stream
+ * it. A node that took the job says so (`fetching:<digest>`), so nodes that come later wait for
+ * it instead of making their own choice. Different blobs hash to different nodes, so upstream
+ * load spreads as well.
+ *
+ * Why the choice agrees without a coordinator: every node picks the highest score among the
+ * wanters it has heard of, itself included. The node with the highest score of all always picks
+ * itself; any other node picks some node with a higher score than its own, which in turn
+ * fetches or waits for an even higher one. Views that differ for a moment cost waiting time,
+ * never a deadlock: every wait ends after `waitMs` in a 404, and containerd then goes upstream
+ * as it would without us.
+ */
+export class PullStorm {
+  readonly #c: PullStormComponents
+  readonly #waitMs: number
+  readonly #collectMs: number
+  readonly #pollMs: number
+  readonly #fetchingTtlMs: number
+  readonly #maxWaiting: number
+  /** One wait per blob, shared by every request for it on this node. */
+  readonly #waits = new Map<string, Promise<StormOutcome>>()
+  /** Blobs this node took the job for, with the timer that gives it back. */
+  readonly #fetching = new Map<string, NodeJS.Timeout>()
+  #isClosed = false
+
+  constructor (components: PullStormComponents, init: PullStormInit) {
+    this.#c = components
+    this.#waitMs = init.waitMs
+    this.#collectMs = Math.min(init.collectMs ?? DEFAULT_COLLECT_MS, init.waitMs)
+    this.#pollMs = init.pollMs ?? DEFAULT_POLL_MS
+    this.#fetchingTtlMs = init.fetchingTtlMs ?? DEFAULT_FETCHING_TTL_MS
+    this.#maxWaiting = init.maxWaiting ?? DEFAULT_MAX_WAITING
+  }
+
+  get isEnabled (): boolean { return this.#waitMs > 0 }
+  get waiting (): number { return this.#waits.size }
+  get fetching (): number { return this.#fetching.size }
+
+  /**
+   * Waits until another node can serve `digest` ('source') or this node should let its containerd
+   * fetch it upstream (any other outcome). Rejects only with the signal's reason.
+   */
+  async await (digest: string, signal: AbortSignal): Promise<StormOutcome> {
+    signal.throwIfAborted()
+    let wait = this.#waits.get(digest)
+    if (wait === undefined) {
+      if (this.#isClosed || !this.isEnabled) return 'busy'
+      if (this.#waits.size >= this.#maxWaiting) {
+        this.#c.onOutcome?.('busy')
+        return 'busy'
+      }
+      const started = this.#run(digest)
+      wait = started
+      this.#waits.set(digest, started)
+      void started.finally(() => { if (this.#waits.get(digest) === started) this.#waits.delete(digest) })
+    }
+    return await untilAborted(wait, signal)
+  }
+
+  /** This node's containerd has started receiving `digest`: its `arriving:` key takes over. */
+  onArriving (digest: string): void {
+    const timer = this.#fetching.get(digest)
+    if (timer === undefined) return
+    clearTimeout(timer)
+    this.#fetching.delete(digest)
+    this.#c.keys.remove(fetchingKey(digest))
+  }
+
+  close (): void {
+    this.#isClosed = true
+    for (const [digest, timer] of this.#fetching) {
+      clearTimeout(timer)
+      this.#c.keys.remove(fetchingKey(digest))
+    }
+    this.#fetching.clear()
+  }
+
+  async #run (digest: string): Promise<StormOutcome> {
+    const { router, keys, log } = this.#c
+    const self = this.#c.selfId()
+    if (self === undefined) return 'busy'
+    const want = wantKey(digest)
+    if (!keys.add(want)) return this.#end(digest, 'busy')
+    const started = performance.now()
+    try {
+      for (;;) {
+        if (this.#isClosed) return 'busy'
+        // Asked again while our own containerd fetches it (a resumed download): upstream again.
+        if (this.#fetching.has(digest)) return this.#end(digest, 'chosen')
+        if (await isAdvertised(router, digest) || await isAdvertised(router, arrivingKey(digest))) return this.#end(digest, 'source')
+        const elapsed = performance.now() - started
+        if (elapsed >= this.#waitMs) return this.#take(digest, 'timeout')
+        if (elapsed >= this.#collectMs && !await isAdvertised(router, fetchingKey(digest))) {
+          const wanters = await advertisers(router, want, 256)
+          let best: string = self
+          let bestScore = score(digest, self)
+          for (const peer of wanters) {
+            const s = score(digest, peer.id)
+            if (s > bestScore) {
+              best = peer.id
+              bestScore = s
+            }
+          }
+          if (best === self) {
+            log.debug({ digest, wanters: wanters.length + 1, waitedMs: Math.round(elapsed) }, 'pull storm: this node fetches the blob upstream')
+            return this.#take(digest, 'chosen')
+          }
+        }
+        await sleep(this.#pollMs, undefined, { ref: false })
+      }
+    } finally {
+      keys.remove(want)
+    }
+  }
+
+  /** This node's containerd will fetch `digest` upstream: let late comers wait for it. */
+  #take (digest: string, outcome: 'chosen' | 'timeout'): StormOutcome {
+    if (!this.#fetching.has(digest) && this.#c.keys.add(fetchingKey(digest))) {
+      const timer = setTimeout(() => {
+        this.#fetching.delete(digest)
+        this.#c.keys.remove(fetchingKey(digest))
+      }, this.#fetchingTtlMs)
+      timer.unref()
+      this.#fetching.set(digest, timer)
+    }
+    return this.#end(digest, outcome)
+  }
+
+  #end (digest: string, outcome: StormOutcome): StormOutcome {
+    this.#c.onOutcome?.(outcome)
+    if (outcome === 'timeout') this.#c.log.info({ digest, waitMs: this.#waitMs }, 'pull storm: no node fetched the blob in time; this node fetches it upstream')
+    return outcome
+  }
+}
+
+/** Rendezvous score of a node for a blob: the same on every node, spread evenly over blobs. */
+export function score (digest: string, nodeId: string): bigint {
+  return createHash('sha256').update(digest).update('\0').update(nodeId).digest().readBigUInt64BE(0)
+}
+
+async function untilAborted<T> (promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return await new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => { reject(signal.reason) }
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then((value) => {
+      signal.removeEventListener('abort', onAbort)
+      resolve(value)
+    }, (err: unknown) => {
+      signal.removeEventListener('abort', onAbort)
+      reject(err)
+    })
+  })
+}

@@ -1,0 +1,189 @@
+// openGrowingFile against real files that a "writer" (timers here) appends to while they are read.
+import { describe, it, beforeEach, afterEach } from 'node:test'
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import fs from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import type { Readable } from 'node:stream'
+import { setTimeout as delay } from 'node:timers/promises'
+import { openGrowingFile, IngestStalledError } from './growing-file-stream.js'
+
+async function collect (stream: Readable): Promise<Buffer> {
+  const parts: Buffer[] = []
+  for await (const chunk of stream) parts.push(chunk as Buffer)
+  return Buffer.concat(parts)
+}
+
+/** Appends `bytes` to `file` in `steps` pieces, `everyMs` apart; resolves when all are written. */
+async function appendInSteps (file: string, bytes: Buffer, steps: number, everyMs: number): Promise<void> {
+  const step = Math.ceil(bytes.length / steps)
+  for (let at = 0; at < bytes.length; at += step) {
+    await delay(everyMs)
+    await fs.appendFile(file, bytes.subarray(at, at + step))
+  }
+}
+
+function openFds (): Promise<string[]> {
+  return fs.readdir('/proc/self/fd')
+}
+
+async function fdsPointingAt (file: string): Promise<number> {
+  let n = 0
+  for (const fd of await openFds()) {
+    const target = await fs.readlink(path.join('/proc/self/fd', fd)).catch(() => '')
+    if (target.startsWith(file)) n++
+  }
+  return n
+}
+
+async function eventually (probe: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 5_000
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await delay(10)
+  }
+}
+
+describe('openGrowingFile', () => {
+  let dir: string
+  let file: string
+
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'spg-growing-'))
+    file = path.join(dir, 'data')
+  })
+  afterEach(async () => {
+    await fs.rm(dir, { recursive: true, force: true })
+  })
+
+  it('rejects with the fs error when the file does not exist', async () => {
+    await assert.rejects(openGrowingFile(file, { start: 0, end: 9 }), { code: 'ENOENT' })
+  })
+
+  it('delivers a whole file that grows in steps', async () => {
+    const bytes = randomBytes(300_000)
+    await fs.writeFile(file, '')
+    const stream = await openGrowingFile(file, { start: 0, end: bytes.length - 1, pollMs: 5, highWaterMark: 16 * 1024 })
+    const [got] = await Promise.all([collect(stream), appendInSteps(file, bytes, 17, 15)])
+    assert.ok(got.equals(bytes))
+    await eventually(async () => await fdsPointingAt(file) === 0, 'the fd to be closed at the end')
+  })
+
+  it('delivers exactly a middle range, stopping before bytes beyond it', async () => {
+    const bytes = randomBytes(100_000)
+    await fs.writeFile(file, bytes.subarray(0, 10))
+    const stream = await openGrowingFile(file, { start: 12_345, end: 67_889, pollMs: 5 })
+    const [got] = await Promise.all([collect(stream), appendInSteps(file, bytes.subarray(10), 9, 10)])
+    assert.ok(got.equals(bytes.subarray(12_345, 67_890)))
+  })
+
+  it('delivers an empty range and a range already on disk', async () => {
+    const bytes = randomBytes(1000)
+    await fs.writeFile(file, bytes)
+    assert.equal((await collect(await openGrowingFile(file, { start: 5, end: 4 }))).length, 0)
+    assert.ok((await collect(await openGrowingFile(file, { start: 0, end: 999 }))).equals(bytes))
+  })
+
+  it('keeps delivering after the file is renamed into the blob store mid-read', async () => {
+    const bytes = randomBytes(200_000)
+    await fs.writeFile(file, bytes.subarray(0, 50_000))
+    const stream = await openGrowingFile(file, { start: 0, end: bytes.length - 1, pollMs: 5, highWaterMark: 8 * 1024 })
+    const writer = (async () => {
+      const fh = await fs.open(file, 'a')
+      try {
+        await delay(20)
+        await fh.write(bytes.subarray(50_000, 120_000))
+        // containerd's commit: rename data into blobs/, remove the ingest dir, the writer's fd stays valid.
+        const blobDir = path.join(dir, 'blobs', 'sha256')
+        await fs.mkdir(blobDir, { recursive: true })
+        await fs.rename(file, path.join(blobDir, 'blob'))
+        await delay(20)
+        await fh.write(bytes.subarray(120_000))
+      } finally {
+        await fh.close()
+      }
+    })()
+    const [got] = await Promise.all([collect(stream), writer])
+    assert.ok(got.equals(bytes))
+  })
+
+  it('fails with IngestStalledError when no byte arrives for stallTimeoutMs', async () => {
+    await fs.writeFile(file, randomBytes(100))
+    const stream = await openGrowingFile(file, { start: 0, end: 999, pollMs: 5, stallTimeoutMs: 100 })
+    await assert.rejects(collect(stream), IngestStalledError)
+    await eventually(async () => await fdsPointingAt(file) === 0, 'the fd to be closed after the stall')
+  })
+
+  it('fails at once when the writer abandoned the file', async () => {
+    await fs.writeFile(file, randomBytes(100))
+    let asked = 0
+    const stream = await openGrowingFile(file, {
+      start: 0,
+      end: 999,
+      pollMs: 5,
+      stallTimeoutMs: 60_000,
+      isAbandoned: () => { asked++; return asked >= 3 }
+    })
+    await assert.rejects(collect(stream), IngestStalledError)
+    assert.equal(asked, 3)
+  })
+
+  it('fails at once when the file is removed short of the range', async () => {
+    await fs.writeFile(file, randomBytes(100))
+    const stream = await openGrowingFile(file, { start: 0, end: 999, pollMs: 5, stallTimeoutMs: 60_000 })
+    const result = collect(stream)
+    await delay(30)
+    await fs.rm(file)
+    await assert.rejects(result, IngestStalledError)
+  })
+
+  it('delivers the range when the file is removed after holding all of it', async () => {
+    const bytes = randomBytes(1000)
+    await fs.writeFile(file, bytes)
+    const stream = await openGrowingFile(file, { start: 0, end: 999, pollMs: 5 })
+    await fs.rm(file)
+    assert.ok((await collect(stream)).equals(bytes))
+  })
+
+  it('closes the fd when the signal aborts a read that waits for bytes', async () => {
+    await fs.writeFile(file, randomBytes(100))
+    const controller = new AbortController()
+    const stream = await openGrowingFile(file, { start: 0, end: 999_999, pollMs: 5, stallTimeoutMs: 60_000, signal: controller.signal })
+    const result = collect(stream)
+    await delay(50)
+    assert.equal(await fdsPointingAt(file), 1)
+    controller.abort()
+    await assert.rejects(result, { name: 'AbortError' })
+    await eventually(async () => await fdsPointingAt(file) === 0, 'the fd to be closed after the abort')
+  })
+
+  it('closes the fd when the consumer destroys the stream', async () => {
+    await fs.writeFile(file, randomBytes(100))
+    const stream = await openGrowingFile(file, { start: 0, end: 999_999, pollMs: 5 })
+    stream.resume()
+    await delay(30)
+    stream.destroy()
+    await eventually(async () => await fdsPointingAt(file) === 0, 'the fd to be closed after destroy')
+  })
+
+  it('rejects an already aborted signal and bad ranges without leaking an fd', async () => {
+    await fs.writeFile(file, randomBytes(10))
+    await assert.rejects(openGrowingFile(file, { start: 0, end: 9, signal: AbortSignal.abort() }), { name: 'AbortError' })
+    await assert.rejects(openGrowingFile(file, { start: -1, end: 9 }), RangeError)
+    await assert.rejects(openGrowingFile(file, { start: 5, end: 2 }), RangeError)
+    assert.equal(await fdsPointingAt(file), 0)
+  })
+
+  it('holds memory bounded by the highWaterMark when the consumer does not read', async () => {
+    const bytes = randomBytes(2 * 1024 * 1024)
+    await fs.writeFile(file, bytes)
+    const stream = await openGrowingFile(file, { start: 0, end: bytes.length - 1, highWaterMark: 16 * 1024 })
+    stream.pause()
+    stream.on('data', () => {})
+    stream.pause()
+    await delay(100)
+    assert.ok(stream.readableLength <= 2 * 16 * 1024, `buffered ${stream.readableLength}`)
+    stream.destroy()
+  })
+})

@@ -1,0 +1,171 @@
+import { open, type FileHandle } from 'node:fs/promises'
+import { Readable, addAbortSignal } from 'node:stream'
+
+/** The file stopped growing before the range was delivered: the writer stalled or gave up. */
+export class IngestStalledError extends Error {
+  readonly code = 'INGEST_STALLED'
+  constructor (message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.name = 'IngestStalledError'
+  }
+}
+
+export interface GrowingFileOptions {
+  /** First byte to deliver. */
+  start: number
+  /** Last byte to deliver (inclusive); the file must eventually hold it. */
+  end: number
+  /** Wait between reads that hit the current end of the file. */
+  pollMs?: number
+  /** No new byte for this long: the stream fails with IngestStalledError. */
+  stallTimeoutMs?: number
+  /** Asked at the end of the file: true means the writer is gone, so fail now rather than at the stall timeout. */
+  isAbandoned?: () => boolean
+  signal?: AbortSignal
+  highWaterMark?: number
+}
+
+export const GROWING_POLL_MS = 20
+export const GROWING_STALL_TIMEOUT_MS = 10_000
+export const GROWING_HIGH_WATER_MARK = 64 * 1024
+
+/**
+ * Bytes `start..end` of a file another process is still appending to (a containerd ingest's
+ * `data`). Positional reads on one fd: when containerd commits, it renames the file into the blob
+ * store and this fd keeps reading the same inode, so a commit mid-read changes nothing.
+ * At the end of the file it waits `pollMs` and reads again; a timer rather than fs.watch because
+ * an ingest grows in many small writes and a watch per reader would cost more than a 20 ms poll.
+ */
+class GrowingFileStream extends Readable {
+  readonly #handle: FileHandle
+  readonly #end: number
+  readonly #pollMs: number
+  readonly #stallTimeoutMs: number
+  readonly #isAbandoned: (() => boolean) | undefined
+  readonly #chunkBytes: number
+  #position: number
+  #lastProgressMs = Date.now()
+  #timer: NodeJS.Timeout | undefined
+  /** A buffer that came back empty from a read at the end of the file, kept for the next try. */
+  #spare: Buffer | undefined
+  #isReading = false
+  #isEnded = false
+
+  constructor (handle: FileHandle, options: GrowingFileOptions) {
+    const highWaterMark = options.highWaterMark ?? GROWING_HIGH_WATER_MARK
+    super({ highWaterMark })
+    this.#handle = handle
+    this.#position = options.start
+    this.#end = options.end
+    this.#pollMs = options.pollMs ?? GROWING_POLL_MS
+    this.#stallTimeoutMs = options.stallTimeoutMs ?? GROWING_STALL_TIMEOUT_MS
+    this.#isAbandoned = options.isAbandoned
+    this.#chunkBytes = highWaterMark
+  }
+
+  override _read (): void {
+    if (this.#isReading || this.#timer !== undefined) return
+    this.#readOnce()
+  }
+
+  #readOnce (): void {
+    this.#timer = undefined
+    if (this.destroyed) return
+    const length = Math.min(this.#chunkBytes, this.#end - this.#position + 1)
+    if (length <= 0) {
+      this.#endIfDone()
+      return
+    }
+    let buffer = this.#spare
+    this.#spare = undefined
+    if (buffer === undefined || buffer.length < length) buffer = Buffer.allocUnsafe(length)
+    this.#isReading = true
+    this.#readAt(buffer, length).then((bytesRead) => {
+      this.#isReading = false
+      if (this.destroyed) return
+      if (bytesRead > 0) {
+        this.push(buffer.subarray(0, bytesRead))
+        this.#endIfDone()
+        return
+      }
+      this.#spare = buffer
+      this.#atEndOfFile()
+    }, (err: Error) => {
+      this.#isReading = false
+      this.destroy(err)
+    })
+  }
+
+  /** One positional read; at the end of the file, also checks the file was not removed meanwhile. */
+  async #readAt (buffer: Buffer, length: number): Promise<number> {
+    const { bytesRead } = await this.#handle.read(buffer, 0, length, this.#position)
+    if (bytesRead > 0) {
+      this.#position += bytesRead
+      this.#lastProgressMs = Date.now()
+      return bytesRead
+    }
+    const stats = await this.#handle.stat()
+    // Unlinked (nlink 0) short of the range: the ingest was removed (aborted pull, containerd's
+    // GC). A commit renames the file instead, which keeps its link.
+    if (stats.nlink === 0 && stats.size <= this.#position) {
+      throw new IngestStalledError(`the file was removed at byte ${this.#position} of ${this.#end + 1}`)
+    }
+    return 0
+  }
+
+  #endIfDone (): void {
+    if (this.#position <= this.#end || this.#isEnded || this.destroyed) return
+    this.#isEnded = true
+    this.push(null)
+  }
+
+  #atEndOfFile (): void {
+    let isAbandoned = false
+    try {
+      isAbandoned = this.#isAbandoned?.() ?? false
+    } catch (err) {
+      this.destroy(err as Error)
+      return
+    }
+    if (isAbandoned) {
+      this.destroy(new IngestStalledError(`the writer abandoned the file at byte ${this.#position} of ${this.#end + 1}`))
+      return
+    }
+    const idleMs = Date.now() - this.#lastProgressMs
+    if (idleMs >= this.#stallTimeoutMs) {
+      this.destroy(new IngestStalledError(`no new byte for ${idleMs} ms at byte ${this.#position} of ${this.#end + 1}`))
+      return
+    }
+    this.#timer = setTimeout(() => { this.#readOnce() }, Math.min(this.#pollMs, this.#stallTimeoutMs - idleMs))
+  }
+
+  override _destroy (err: Error | null, callback: (error?: Error | null) => void): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#spare = undefined
+    this.#handle.close().then(() => { callback(err) }, () => { callback(err) })
+  }
+}
+
+/**
+ * Opens `path` (rejecting with the fs error, e.g. ENOENT, when it cannot) and returns a Readable
+ * of exactly `end - start + 1` bytes, waiting for bytes that are not written yet. Memory: the
+ * Readable's buffer (highWaterMark) plus one chunk being read.
+ */
+export async function openGrowingFile (path: string, options: GrowingFileOptions): Promise<Readable> {
+  const { start, end } = options
+  if (!Number.isSafeInteger(start) || start < 0) throw new RangeError(`start ${start} invalid`)
+  if (!Number.isSafeInteger(end) || end < start - 1) throw new RangeError(`end ${end} invalid for start ${start}`)
+  for (const [name, value] of [['pollMs', options.pollMs], ['stallTimeoutMs', options.stallTimeoutMs], ['highWaterMark', options.highWaterMark]] as const) {
+    if (value !== undefined && !(Number.isFinite(value) && value > 0)) throw new RangeError(`${name} ${value} invalid: must be > 0`)
+  }
+  options.signal?.throwIfAborted()
+  const handle = await open(path, 'r')
+  if (options.signal?.aborted === true) {
+    await handle.close()
+    options.signal.throwIfAborted()
+  }
+  const stream = new GrowingFileStream(handle, options)
+  if (options.signal !== undefined) addAbortSignal(options.signal, stream)
+  return stream
+}
