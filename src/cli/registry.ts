@@ -100,7 +100,7 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
     onArriving: (digest) => { storm.onArriving(digest) },
     onCount: (count) => { metrics.arrivingBlobs.set(count) }
   })
-  const mirror = createMirror({ router: routerProxy, log, metrics, ...(storm.isEnabled ? { storm } : {}) }, {
+  const mirror = createMirror({ router: routerProxy, log, metrics, ...(storm.isEnabled ? { storm, expectedSize: (digest: string) => arriving.expectedSize(digest) } : {}) }, {
     resolveTimeoutMs: config.mirrorResolveTimeoutMs,
     resolveRetries: config.mirrorResolveRetries,
     ...(basicAuth === undefined ? {} : { basicAuth }),

@@ -79,6 +79,11 @@ export class ArrivingBlobs {
     return ingest === undefined || ingest.totalBytes <= 0 ? undefined : ingest.totalBytes
   }
 
+  /** The size this node's own containerd expects for a blob it has started to fetch (see IngestWatcher). */
+  expectedSize (digest: string): number | undefined {
+    return this.#watcher?.expectedSize(digest)
+  }
+
   async open (digest: string, range: ByteRange, signal: AbortSignal): Promise<Readable> {
     const watcher = this.#watcher
     const ingest = watcher?.get(digest)

@@ -160,6 +160,18 @@ export class IngestWatcher {
     }
   }
 
+  /**
+   * The size containerd expects for a download it has opened but may not have started (its
+   * `total`), whatever its state: containerd opens the ingest before it asks any registry host,
+   * so this node's mirror learns the size of a blob it is asked for from here.
+   */
+  expectedSize (digest: string): number | undefined {
+    for (const dir of this.#dirs.values()) {
+      if (dir.digest === digest && dir.totalBytes !== undefined && dir.totalBytes > 0) return dir.totalBytes
+    }
+    return undefined
+  }
+
   digests (): string[] {
     return [...this.#announced].filter((digest) => this.get(digest) !== undefined)
   }

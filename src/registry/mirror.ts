@@ -30,6 +30,12 @@ export const DEFAULT_INFLIGHT_TIMEOUT_MIN_MS = 100
 const FETCH_DONE = new Error('mirror request finished')
 /** Holders looked at for a cached manifest answer before the peers are asked instead. */
 const MAX_CACHED_CANDIDATES = 8
+/**
+ * Blobs smaller than this are never waited for: every node fetching its own copy costs upstream
+ * little, while a wait (and a download that may come and go between two looks at the ingest
+ * area) would hold up the whole pull.
+ */
+export const STORM_MIN_BYTES = 1024 * 1024
 /** Added to the score of a node that is still receiving a blob, so whole copies are asked first. */
 const ARRIVING_PENALTY = 1000
 /** Peers taken from one lookup; the race tries at most `resolveRetries` of them. */
@@ -46,6 +52,11 @@ export interface MirrorComponents {
    * nodes still receiving a blob (`arriving:` keys). Without it a miss is a 404 at once.
    */
   storm?: PullStorm
+  /**
+   * The size this node's containerd expects for a blob it asks for, when known (it opens its
+   * download before asking us). Blobs below STORM_MIN_BYTES skip the wait.
+   */
+  expectedSize?: (digest: string) => number | undefined
 }
 
 export interface MirrorInit {
@@ -339,6 +350,11 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
    */
   async function awaitSource (storm: PullStorm, digest: string, arrivingKeyOfDigest: string, clientSignal: AbortSignal): Promise<void> {
     if (await isAdvertised(router, digest, clientSignal) || await isAdvertised(router, arrivingKeyOfDigest, clientSignal)) return
+    // A small blob (an image config) costs upstream less than the wait costs the pull.
+    const expected = components.expectedSize?.(digest)
+    if (expected !== undefined && expected < STORM_MIN_BYTES) {
+      throw new OciError('BLOB_UNKNOWN', `no node has it yet, and it is small enough to fetch upstream at once: ${digest}`)
+    }
     const outcome = await storm.await(digest, clientSignal)
     if (outcome === 'source') return
     const why = outcome === 'chosen'

@@ -1,4 +1,12 @@
 import net from 'node:net'
+import { appendFileSync } from 'node:fs'
+
+// TEMP instrumentation
+export const TRACE = process.env.RELAY_TRACE === '1'
+export const traceCounters: Record<string, number> = {}
+export function traceCount (name: string, n = 1): void { traceCounters[name] = (traceCounters[name] ?? 0) + n }
+export function traceLine (obj: unknown): void { appendFileSync(`/tmp/relay/trace-${process.pid}.log`, JSON.stringify(obj) + '\n') }
+if (TRACE) setInterval(() => { traceLine({ t: Date.now(), counters: traceCounters, largeBuffersHeld, freeBuffers: freeBuffers.length, freeSmall: freeSmallBuffers.length }) }, 2000).unref()
 
 /**
  * A minimal HTTP/1.1 client for requests to peers: keep-alive connections per peer, one request
@@ -425,6 +433,7 @@ class Connection {
     }
     if (this.state === 'body' && this.#body !== undefined && this.#body.outstanding >= chunksInFlightLimit()) {
       this.#isPaused = true
+      if (TRACE) traceCount(largeBuffersHeld >= MAX_LARGE_BUFFERS_OUT ? 'pauseSmall' : 'pauseLarge')
       this.socket.setTimeout(0)
       return false
     }
@@ -588,9 +597,14 @@ export class PeerHttpClient {
     const hostPort = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
     const bodyIdle = request.bodyIdleTimeoutMs ?? this.#init.bodyIdleTimeoutMs
     for (;;) {
-      const connection = this.#take(hostPort) ?? new Connection(this, hostPort, host, port, this.#init.connectTimeoutMs)
+      const reused = this.#take(hostPort)
+      if (TRACE) traceCount(reused === undefined ? 'connNew' : 'connReused')
+      const connection = reused ?? new Connection(this, hostPort, host, port, this.#init.connectTimeoutMs)
       try {
-        return await connection.send(request, hostPort, this.#init.headersTimeoutMs, bodyIdle)
+        const t0 = performance.now()
+        const res = await connection.send(request, hostPort, this.#init.headersTimeoutMs, bodyIdle)
+        if (TRACE) (res as unknown as { trace: unknown }).trace = { headMs: performance.now() - t0, reused: reused !== undefined }
+        return res
       } catch (err) {
         // A kept-alive connection the peer closed meanwhile: the request never reached it. A new
         // connection is never stale, so this ends.

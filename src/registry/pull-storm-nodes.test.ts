@@ -52,7 +52,7 @@ async function startStormNode (id: string, network: MemoryRouterNetwork, waitMs 
   const arriving = new ArrivingBlobs({ log, keys, onArriving: (d) => { storm.onArriving(d) } }, { pollMs: 10 })
   arriving.follow(contentPath)
   const metrics = createMetrics(new Registry(), { collectDefault: false })
-  const mirror = createMirror({ router, log, metrics, storm }, { resolveTimeoutMs: 20, resolveRetries: 3, inflightTimeoutMinMs: 5000 })
+  const mirror = createMirror({ router, log, metrics, storm, expectedSize: (d) => arriving.expectedSize(d) }, { resolveTimeoutMs: 20, resolveRetries: 3, inflightTimeoutMinMs: 5000 })
   handler = createRegistryHandler({ store: new MemoryStore(), router, metrics, log }, { filters: [], mirror, arriving })
   cleanups.push(async () => {
     storm.close()
@@ -65,13 +65,14 @@ async function startStormNode (id: string, network: MemoryRouterNetwork, waitMs 
 }
 
 /** What containerd does for one blob: open the ingest, ask the mirror, else go upstream. */
-async function containerdFetch (node: StormNode, digest: string, blob: Buffer, upstream: { downloads: number, bytesPerStep: number, stepMs: number }): Promise<'mirror' | 'upstream'> {
+async function containerdFetch (node: StormNode, digest: string, blob: Buffer, upstream: { downloads: number, bytesPerStep: number, stepMs: number }, askAfterMs = 0): Promise<'mirror' | 'upstream'> {
   const ref = `layer-${digest}`
   const dir = path.join(node.contentPath, 'ingest', createHash('sha256').update(`default/1/${ref}`).digest('hex'))
   await mkdir(dir, { recursive: true })
   await writeFile(path.join(dir, 'ref'), ref)
   await writeFile(path.join(dir, 'total'), String(blob.length))
   const data = await open(path.join(dir, 'data'), 'w')
+  if (askAfterMs > 0) await sleep(askAfterMs)
   let source: 'mirror' | 'upstream'
   try {
     const res = await get(node.port, `/v2/app/blobs/${digest}?ns=storm.test`)
@@ -140,6 +141,19 @@ describe('pull storm across nodes (in process, real files and servers)', () => {
     assert.equal(await firstPull, 'upstream')
     assert.equal(lateSource, 'mirror')
     assert.equal(upstream.downloads, 1)
+  })
+
+  it('a small blob (an image config) is fetched upstream by every node at once, without a wait', async () => {
+    const network = new MemoryRouterNetwork()
+    const nodes = await Promise.all(['s1', 's2', 's3'].map(async (id) => await startStormNode(id, network)))
+    const blob = randomBytes(64 * 1024)
+    const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`
+    const upstream = { downloads: 0, bytesPerStep: 64 * 1024, stepMs: 1 }
+    // The ingest (with its total) is there before the mirror is asked, as containerd does it; give
+    // the watcher a moment to read it, which it normally does while containerd connects.
+    const sources = await Promise.all(nodes.map(async (n) => await containerdFetch(n, digest, blob, upstream, 100)))
+    assert.deepEqual(sources, ['upstream', 'upstream', 'upstream'])
+    assert.deepEqual(nodes.flatMap((n) => n.outcomes), [])
   })
 
   it('with the chosen node\'s download abandoned, the others fall back to upstream within the bound', async () => {
