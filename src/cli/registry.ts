@@ -98,6 +98,8 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
     log,
     keys: overlay,
     onArriving: (digest) => { storm.onArriving(digest) },
+    onAbandoned: (digest) => { storm.onAbandoned(digest) },
+    isFirstHand: (digest) => storm.isFirstHand(digest),
     onCount: (count) => { metrics.arrivingBlobs.set(count) }
   })
   const mirror = createMirror({ router: routerProxy, log, metrics, ...(storm.isEnabled ? { storm, expectedSize: (digest: string) => arriving.expectedSize(digest) } : {}) }, {
@@ -225,9 +227,9 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
     onAdvertised: () => { metrics.setAdvertisedCounts(store.advertisedCounts()) }
   })
   // The content directory is known once containerd has answered, and may change with it.
-  const followContent = setInterval(() => { if (storm.isEnabled) arriving.follow(store.contentDirectory()) }, CONTENT_FOLLOW_INTERVAL_MS)
+  const followContent = setInterval(() => { if (storm.isEnabled) arriving.follow(store.contentRoot()) }, CONTENT_FOLLOW_INTERVAL_MS)
   followContent.unref()
-  if (storm.isEnabled) arriving.follow(store.contentDirectory())
+  if (storm.isEnabled) arriving.follow(store.contentRoot())
   log.info({ registry: addressText(registryServer), metrics: addressText(metricsServer), router: router.multiaddrs(), peerId: router.peerId, containerdSock: config.containerdSock }, 'running spegel')
 
   if (!runtime.shutdown.aborted) await once(runtime.shutdown, 'abort')

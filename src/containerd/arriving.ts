@@ -22,6 +22,15 @@ export interface ArrivingBlobsComponents {
   keys: { add(key: string): boolean, remove(key: string): void }
   /** Called when a download of this node's starts to land. */
   onArriving?: (digest: string) => void
+  /** Called when a download of this node's ended without a blob (a failed pull). */
+  onAbandoned?: (digest: string) => void
+  /**
+   * Whether a download still under way may be offered: only one this node's containerd fetches
+   * from upstream itself (PullStorm.isFirstHand). A download fed by another node through this
+   * node's mirror stops when that node does, so offering it would only send a third node to wait
+   * on the same failure. Whole blobs are always offered. Without it, every download is.
+   */
+  isFirstHand?: (digest: string) => boolean
   /** Called with the number of blobs offered after every change. */
   onCount?: (count: number) => void
 }
@@ -59,8 +68,20 @@ export class ArrivingBlobs {
     const { stallTimeoutMs: _, ...watcherInit } = this.#init
     const watcher = new IngestWatcher({ log: this.#c.log }, { staleMs: ARRIVING_STALE_MS, ...watcherInit, contentPath })
     this.#unsubscribe = watcher.subscribe((change) => {
-      if (change.type === 'arriving') this.#offer(change.digest)
-      else this.#unoffer(change.digest)
+      switch (change.type) {
+        case 'arriving':
+          if (this.#c.isFirstHand?.(change.digest) !== false) this.#offer(change.digest)
+          break
+        case 'complete':
+          this.#offer(change.digest)
+          break
+        case 'gone':
+          this.#unoffer(change.digest)
+          break
+        case 'abandoned':
+          this.#c.onAbandoned?.(change.digest)
+          break
+      }
     })
     this.#watcher = watcher
     watcher.start()

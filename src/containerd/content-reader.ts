@@ -48,6 +48,14 @@ export class ContentReader {
     return this.#root
   }
 
+  /**
+   * The content directory containerd uses (configured, or discovered at the last connect), read or
+   * not: a fresh containerd has no `blobs/` yet, but its downloads already land in `ingest/`.
+   */
+  candidate (): string | undefined {
+    return this.#candidate === '' ? undefined : this.#candidate
+  }
+
   /** Picks the directory at the start of a session (discovering it from containerd when not configured). */
   async choose (client: ContainerdClient, options: CallOptions = {}): Promise<void> {
     let root = this.#configuredPath

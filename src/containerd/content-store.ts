@@ -121,6 +121,11 @@ export class ContainerdStore implements Store, ImageLister {
     return this.#reader.directory()
   }
 
+  /** Where containerd's content store lives, readable yet or not (see ContentReader.candidate). */
+  contentRoot (): string | undefined {
+    return this.#reader.candidate()
+  }
+
   async resolve (ref: string, options: StoreCallOptions = {}): Promise<string> {
     options.signal?.throwIfAborted()
     const indexed = this.#index.target(ref)

@@ -57,10 +57,15 @@ describe('IngestWatcher', () => {
   let contentPath: string
   let watcher: IngestWatcher | undefined
   let changes: IngestChange[]
+  /** Digests of 'abandoned' changes, kept apart: most tests follow what is offered. */
+  let abandoned: string[]
+  let completed: string[]
 
   beforeEach(async () => {
     contentPath = await fs.mkdtemp(path.join(os.tmpdir(), 'spg-ingest-'))
     changes = []
+    abandoned = []
+    completed = []
   })
   afterEach(async () => {
     watcher?.stop()
@@ -70,7 +75,11 @@ describe('IngestWatcher', () => {
 
   function watch (init: Partial<ConstructorParameters<typeof IngestWatcher>[1]> = {}): IngestWatcher {
     watcher = new IngestWatcher({ log }, { contentPath, rescanMs: 100, ...init })
-    watcher.subscribe((c) => { changes.push(c) })
+    watcher.subscribe((c) => {
+      if (c.type === 'abandoned') abandoned.push(c.digest)
+      else if (c.type === 'complete') completed.push(c.digest)
+      else changes.push(c)
+    })
     watcher.start()
     watcher.start() // idempotent
     return watcher
@@ -125,6 +134,7 @@ describe('IngestWatcher', () => {
     await fs.rm(f.dir, { recursive: true })
     await eventually(() => changes.some((c) => c.type === 'gone'), 'gone')
     assert.deepEqual(changes, [{ type: 'arriving', digest: f.digest }, { type: 'gone', digest: f.digest }])
+    assert.deepEqual(abandoned, [f.digest])
     assert.equal(w.get(f.digest), undefined)
     assert.equal(w.isAbandoned(f.digest), true)
     assert.deepEqual(w.digests(), [])
@@ -181,6 +191,34 @@ describe('IngestWatcher', () => {
     await commit(contentPath, f)
     await eventually(() => w.get(f.digest)?.isComplete === true, 'complete')
     assert.deepEqual(changes, [{ type: 'arriving', digest: f.digest }])
+    await eventually(() => completed.length === 1, 'complete event')
+    assert.deepEqual(completed, [f.digest])
+  })
+
+  it('offers a blob that lands in the blob store without its ingest ever being seen (a small config)', async () => {
+    const w = watch({ rescanMs: 60_000 })
+    // Let the watches start (the first rescan runs at start).
+    await fs.mkdir(path.join(contentPath, 'blobs', 'sha256'), { recursive: true })
+    w.stop()
+    const again = watch({ rescanMs: 60_000 })
+    await delay(100)
+    const bytes = randomBytes(300)
+    const hex = createHash('sha256').update(bytes).digest('hex')
+    const tmp = path.join(contentPath, 'tmp-blob')
+    await fs.writeFile(tmp, bytes)
+    await fs.rename(tmp, path.join(contentPath, 'blobs', 'sha256', hex))
+    await eventually(() => again.get(`sha256:${hex}`)?.isComplete === true, 'offered once committed')
+    assert.deepEqual(changes.filter((c) => c.digest === `sha256:${hex}`), [{ type: 'arriving', digest: `sha256:${hex}` }])
+    assert.equal(again.get(`sha256:${hex}`)?.totalBytes, 300)
+    // A file with an old mtime moved in (not a fresh download) is the store's business.
+    const old = randomBytes(200)
+    const oldHex = createHash('sha256').update(old).digest('hex')
+    await fs.writeFile(tmp, old)
+    const longAgo = new Date(Date.now() - 3_600_000)
+    await fs.utimes(tmp, longAgo, longAgo)
+    await fs.rename(tmp, path.join(contentPath, 'blobs', 'sha256', oldHex))
+    await delay(200)
+    assert.equal(again.get(`sha256:${oldHex}`), undefined)
   })
 
   it('reports gone when the blob left behind has the wrong size', async () => {

@@ -20,6 +20,13 @@ export interface Ingest {
 export type IngestChange =
   | { readonly type: 'arriving', readonly digest: string }
   | { readonly type: 'gone', readonly digest: string }
+  /** The blob is committed (whole and checked by containerd); also sent when 'arriving' came before. */
+  | { readonly type: 'complete', readonly digest: string }
+  /**
+   * A download of `digest` ended without a blob (its ingest vanished uncommitted), whether or not it
+   * had written anything: the pull failed, for example because upstream refused it.
+   */
+  | { readonly type: 'abandoned', readonly digest: string }
 
 export interface IngestWatcherInit {
   /** containerd's content store root: `<contentPath>/ingest` and `<contentPath>/blobs`. */
@@ -100,6 +107,8 @@ export class IngestWatcher {
   readonly #listeners = new Set<(change: IngestChange) => void>()
   #watcher: FSWatcher | undefined
   #watchedIno: number | undefined
+  #blobWatcher: FSWatcher | undefined
+  #blobWatchedIno: number | undefined
   #rescanTimer: NodeJS.Timeout | undefined
   #pollTimer: NodeJS.Timeout | undefined
   #isStarted = false
@@ -136,6 +145,7 @@ export class IngestWatcher {
     this.#rescanTimer = undefined
     this.#pollTimer = undefined
     this.#closeWatcher()
+    this.#closeBlobWatcher()
   }
 
   /** An ingest with bytes to offer: the committed blob, or the dir with the most bytes so far. */
@@ -245,6 +255,57 @@ export class IngestWatcher {
     }
   }
 
+  /**
+   * Blobs that land in `blobs/sha256` are offered at once, for `committedTtlMs`: a small blob
+   * (an image config) is often downloaded and committed between two looks at `ingest/`, and
+   * containerd's image record, which makes the store advertise a blob, only comes at the end of
+   * the whole pull. Deletions (garbage collection) fire the same event and are ignored.
+   */
+  #ensureBlobWatcher (ino: number): void {
+    if (this.#blobWatcher !== undefined || !this.#isStarted) return
+    const dir = path.join(this.#blobsPath, 'sha256')
+    try {
+      const watcher = watch(dir, { persistent: false })
+      watcher.on('change', (_event, filename) => {
+        if (typeof filename !== 'string' || !/^[a-f0-9]{64}$/.test(filename)) return
+        this.#blobAppeared(`sha256:${filename}`).catch((err: unknown) => { this.#log.debug({ err, filename }, 'looking at a new blob failed') })
+      })
+      watcher.on('error', (err) => {
+        this.#log.debug({ err, path: dir }, 'blob watch failed')
+        if (this.#blobWatcher === watcher) this.#closeBlobWatcher()
+      })
+      this.#blobWatcher = watcher
+      this.#blobWatchedIno = ino
+    } catch (err) {
+      this.#log.debug({ err, path: dir }, 'cannot watch the blob directory yet')
+    }
+  }
+
+  async #blobAppeared (digest: string): Promise<void> {
+    if (this.#committed.has(digest)) return
+    // A download we follow: its ingest dir's end (#vanished) checks the size against its total.
+    for (const dir of this.#dirs.values()) if (dir.digest === digest) return
+    const file = path.join(this.#blobsPath, 'sha256', digest.slice('sha256:'.length))
+    const info = await lstat(file).catch(() => undefined)
+    if (!this.#isStarted || info?.isFile() !== true || info.size <= 0) return
+    // Old content touched by something else is the store's business, not a fresh download.
+    if (this.#now() - info.mtimeMs > this.#committedTtlMs || this.#committed.has(digest)) return
+    if (this.#committed.size >= this.#maxIngests) this.#evictOldestCommitted()
+    this.#committed.set(digest, { digest, ref: '', path: file, totalBytes: info.size, committedAtMs: this.#now() })
+    this.#abandoned.delete(digest)
+    this.#announceIfNew(digest)
+    this.#emit({ type: 'complete', digest })
+  }
+
+  #closeBlobWatcher (): void {
+    const watcher = this.#blobWatcher
+    this.#blobWatcher = undefined
+    this.#blobWatchedIno = undefined
+    try {
+      watcher?.close()
+    } catch {}
+  }
+
   #closeWatcher (): void {
     const watcher = this.#watcher
     this.#watcher = undefined
@@ -270,6 +331,9 @@ export class IngestWatcher {
     const ino = (await stat(this.#ingestPath).catch(() => undefined))?.ino
     if (ino !== this.#watchedIno) this.#closeWatcher()
     if (ino !== undefined) this.#ensureWatcher(ino)
+    const blobIno = (await stat(path.join(this.#blobsPath, 'sha256')).catch(() => undefined))?.ino
+    if (blobIno !== this.#blobWatchedIno) this.#closeBlobWatcher()
+    if (blobIno !== undefined) this.#ensureBlobWatcher(blobIno)
     let names: string[]
     try {
       names = await readdir(this.#ingestPath)
@@ -408,6 +472,7 @@ export class IngestWatcher {
       }
       this.#abandoned.delete(digest)
       this.#announceIfNew(digest)
+      this.#emit({ type: 'complete', digest })
       return
     }
     const isStillIngesting = [...this.#dirs.values()].some((d) => d.digest === digest)
@@ -418,6 +483,7 @@ export class IngestWatcher {
         if (oldest !== undefined) this.#abandoned.delete(oldest)
       }
       this.#abandoned.set(digest, this.#now())
+      this.#emit({ type: 'abandoned', digest })
     }
     this.#goneIfUnoffered(digest)
   }

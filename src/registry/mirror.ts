@@ -352,7 +352,8 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
     if (await isAdvertised(router, digest, clientSignal) || await isAdvertised(router, arrivingKeyOfDigest, clientSignal)) return
     // A small blob (an image config) costs upstream less than the wait costs the pull.
     const expected = components.expectedSize?.(digest)
-    if (expected !== undefined && expected < STORM_MIN_BYTES) {
+    // ...unless this node's own upstream just failed it: then even a config must come from a peer.
+    if (expected !== undefined && expected < STORM_MIN_BYTES && !storm.isUpstreamSuspect) {
       throw new OciError('BLOB_UNKNOWN', `no node has it yet, and it is small enough to fetch upstream at once: ${digest}`)
     }
     const outcome = await storm.await(digest, clientSignal)

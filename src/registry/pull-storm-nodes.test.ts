@@ -49,7 +49,13 @@ async function startStormNode (id: string, network: MemoryRouterNetwork, waitMs 
   const keys = new KeyOverlay(router)
   const outcomes: StormOutcome[] = []
   const storm = new PullStorm({ router, keys, selfId: () => id, log, onOutcome: (o) => { outcomes.push(o) } }, { waitMs, collectMs: 100, pollMs: 10 })
-  const arriving = new ArrivingBlobs({ log, keys, onArriving: (d) => { storm.onArriving(d) } }, { pollMs: 10 })
+  const arriving = new ArrivingBlobs({
+    log,
+    keys,
+    onArriving: (d) => { storm.onArriving(d) },
+    onAbandoned: (d) => { storm.onAbandoned(d) },
+    isFirstHand: (d) => storm.isFirstHand(d)
+  }, { pollMs: 10 })
   arriving.follow(contentPath)
   const metrics = createMetrics(new Registry(), { collectDefault: false })
   const mirror = createMirror({ router, log, metrics, storm, expectedSize: (d) => arriving.expectedSize(d) }, { resolveTimeoutMs: 20, resolveRetries: 3, inflightTimeoutMinMs: 5000 })

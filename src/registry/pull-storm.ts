@@ -35,6 +35,12 @@ export interface PullStormInit {
   fetchingTtlMs?: number
   /** Blobs waited for at once; more get a 404 at once. */
   maxWaiting?: number
+  /**
+   * How long this node stays out of the choice after a download it was picked for failed
+   * (its upstream refused it, say): it still waits for others, but never volunteers.
+   */
+  upstreamFailureMemoryMs?: number
+  now?: () => number
 }
 
 export interface PullStormComponents {
@@ -52,6 +58,10 @@ export const DEFAULT_COLLECT_MS = 150
 export const DEFAULT_POLL_MS = 20
 export const DEFAULT_FETCHING_TTL_MS = 15_000
 export const DEFAULT_MAX_WAITING = 256
+export const DEFAULT_UPSTREAM_FAILURE_MEMORY_MS = 5 * 60_000
+/** Longer than any layer download; after it, a download still under way is no longer called ours. */
+const FIRST_HAND_TTL_MS = 30 * 60_000
+const MAX_FIRST_HAND = 1024
 
 /**
  * The first pull of a new image on many nodes at once (docs/pull-storms.md). A mirror asked for a
@@ -82,6 +92,12 @@ export class PullStorm {
   readonly #waits = new Map<string, Promise<StormOutcome>>()
   /** Blobs this node took the job for, with the timer that gives it back. */
   readonly #fetching = new Map<string, NodeJS.Timeout>()
+  readonly #upstreamFailureMemoryMs: number
+  readonly #now: () => number
+  /** Blobs this node's containerd fetched upstream (picked, or after a wait), oldest first; bounded. */
+  readonly #firstHand = new Map<string, number>()
+  /** When a download this node was picked for last failed. */
+  #upstreamFailedAtMs: number | undefined
   #isClosed = false
 
   constructor (components: PullStormComponents, init: PullStormInit) {
@@ -91,6 +107,13 @@ export class PullStorm {
     this.#pollMs = init.pollMs ?? DEFAULT_POLL_MS
     this.#fetchingTtlMs = init.fetchingTtlMs ?? DEFAULT_FETCHING_TTL_MS
     this.#maxWaiting = init.maxWaiting ?? DEFAULT_MAX_WAITING
+    this.#upstreamFailureMemoryMs = init.upstreamFailureMemoryMs ?? DEFAULT_UPSTREAM_FAILURE_MEMORY_MS
+    this.#now = init.now ?? Date.now
+  }
+
+  /** A download this node was picked for failed recently: it does not volunteer for now. */
+  get isUpstreamSuspect (): boolean {
+    return this.#upstreamFailedAtMs !== undefined && this.#now() - this.#upstreamFailedAtMs < this.#upstreamFailureMemoryMs
   }
 
   get isEnabled (): boolean { return this.#waitMs > 0 }
@@ -118,6 +141,16 @@ export class PullStorm {
     return await untilAborted(wait, signal)
   }
 
+  /**
+   * Whether this node's containerd fetches `digest` from upstream itself: this node answered it
+   * 404 to let it (picked, or after a wait that found no one), in the last FIRST_HAND_TTL_MS.
+   */
+  isFirstHand (digest: string): boolean {
+    if (this.#fetching.has(digest)) return true
+    const atMs = this.#firstHand.get(digest)
+    return atMs !== undefined && this.#now() - atMs < FIRST_HAND_TTL_MS
+  }
+
   /** This node's containerd has started receiving `digest`: its `arriving:` key takes over. */
   onArriving (digest: string): void {
     const timer = this.#fetching.get(digest)
@@ -125,6 +158,24 @@ export class PullStorm {
     clearTimeout(timer)
     this.#fetching.delete(digest)
     this.#c.keys.remove(fetchingKey(digest))
+  }
+
+  /**
+   * This node's containerd gave up a download of `digest` without a blob. When this node was the one
+   * picked to fetch it, the nodes waiting on it choose again at once (the `fetching:` key goes),
+   * and this node stays out of the choice for a while: its upstream (or its way there) failed,
+   * and a node that cannot fetch would only make the others wait and then fail its own pull again.
+   */
+  onAbandoned (digest: string): void {
+    const timer = this.#fetching.get(digest)
+    if (timer === undefined) return
+    clearTimeout(timer)
+    this.#fetching.delete(digest)
+    this.#c.keys.remove(fetchingKey(digest))
+    if (!this.isUpstreamSuspect) {
+      this.#c.log.warn({ digest, forMs: this.#upstreamFailureMemoryMs }, 'pull storm: a download this node was picked for failed; it leaves the fetching to other nodes for a while')
+    }
+    this.#upstreamFailedAtMs = this.#now()
   }
 
   close (): void {
@@ -141,7 +192,9 @@ export class PullStorm {
     const self = this.#c.selfId()
     if (self === undefined) return 'busy'
     const want = wantKey(digest)
-    if (!keys.add(want)) return this.#end(digest, 'busy')
+    // A node that cannot fetch does not ask to be picked; it only waits for the others.
+    const isCandidate = !this.isUpstreamSuspect
+    if (isCandidate && !keys.add(want)) return this.#end(digest, 'busy')
     const started = performance.now()
     try {
       for (;;) {
@@ -151,7 +204,7 @@ export class PullStorm {
         if (await isAdvertised(router, digest) || await isAdvertised(router, arrivingKey(digest))) return this.#end(digest, 'source')
         const elapsed = performance.now() - started
         if (elapsed >= this.#waitMs) return this.#take(digest, 'timeout')
-        if (elapsed >= this.#collectMs && !await isAdvertised(router, fetchingKey(digest))) {
+        if (isCandidate && elapsed >= this.#collectMs && !await isAdvertised(router, fetchingKey(digest))) {
           const wanters = await advertisers(router, want, 256)
           let best: string = self
           let bestScore = score(digest, self)
@@ -170,12 +223,15 @@ export class PullStorm {
         await sleep(this.#pollMs, undefined, { ref: false })
       }
     } finally {
-      keys.remove(want)
+      if (isCandidate) keys.remove(want)
     }
   }
 
   /** This node's containerd will fetch `digest` upstream: let late comers wait for it. */
   #take (digest: string, outcome: 'chosen' | 'timeout'): StormOutcome {
+    this.#firstHand.delete(digest)
+    if (this.#firstHand.size >= MAX_FIRST_HAND) this.#firstHand.delete(this.#firstHand.keys().next().value as string)
+    this.#firstHand.set(digest, this.#now())
     if (!this.#fetching.has(digest) && this.#c.keys.add(fetchingKey(digest))) {
       const timer = setTimeout(() => {
         this.#fetching.delete(digest)
