@@ -92,7 +92,8 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
     keys: overlay,
     selfId: () => router?.peerId,
     log: log.child({ component: 'pull-storm' }),
-    onOutcome: (outcome) => { metrics.pullStormWaits.inc({ outcome }) }
+    onOutcome: (outcome) => { metrics.pullStormWaits.inc({ outcome }) },
+    onFetching: (digest) => { arriving.reconsider(digest) }
   }, { waitMs: config.pullStormWaitMs })
   const arriving = new ArrivingBlobs({
     log,

@@ -93,6 +93,12 @@ export class ArrivingBlobs {
     this.#contentPath = undefined
   }
 
+  /** Offers `digest` if it is arriving and may be offered now (it just became first hand). */
+  reconsider (digest: string): void {
+    if (this.#offered.has(digest) || this.#watcher?.get(digest) === undefined) return
+    if (this.#c.isFirstHand?.(digest) !== false) this.#offer(digest)
+  }
+
   /** The blob's full size while it is offered. */
   sizeOf (digest: string): number | undefined {
     if (!this.#offered.has(digest)) return undefined

@@ -14,7 +14,7 @@ import { afterEach, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Registry } from 'prom-client'
 import { ArrivingBlobs } from '../containerd/arriving.js'
-import { startTestServer } from '../http/test-helpers.js'
+import { request, startTestServer } from '../http/test-helpers.js'
 import { createLogger } from '../observability/logger.js'
 import { createMetrics } from '../observability/metrics.js'
 import { KeyOverlay } from '../routing/key-overlay.js'
@@ -48,7 +48,14 @@ async function startStormNode (id: string, network: MemoryRouterNetwork, waitMs 
   const router = new MemoryRouter({ network }, { id, registryAddress: `127.0.0.1:${srv.port}` })
   const keys = new KeyOverlay(router)
   const outcomes: StormOutcome[] = []
-  const storm = new PullStorm({ router, keys, selfId: () => id, log, onOutcome: (o) => { outcomes.push(o) } }, { waitMs, collectMs: 100, pollMs: 10 })
+  const storm: PullStorm = new PullStorm({
+    router,
+    keys,
+    selfId: () => id,
+    log,
+    onOutcome: (o) => { outcomes.push(o) },
+    onFetching: (d) => { arriving.reconsider(d) }
+  }, { waitMs, collectMs: 100, pollMs: 10 })
   const arriving = new ArrivingBlobs({
     log,
     keys,
@@ -175,5 +182,53 @@ describe('pull storm across nodes (in process, real files and servers)', () => {
     }))
     assert.deepEqual(asks, [404, 404])
     assert.deepEqual(nodes.flatMap((n) => n.outcomes).sort(), ['chosen', 'timeout'])
+  })
+})
+
+describe('a blob still arriving, as the holder serves it', () => {
+  it('goes to peers only, with its full size, Range, and bytes that follow the growing file', async () => {
+    const network = new MemoryRouterNetwork()
+    const node = await startStormNode('h1', network)
+    const blob = randomBytes(2 * 1024 * 1024 + 5)
+    const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`
+    const ref = `layer-${digest}`
+    const dir = path.join(node.contentPath, 'ingest', createHash('sha256').update(ref).digest('hex'))
+    await mkdir(dir, { recursive: true })
+    await writeFile(path.join(dir, 'ref'), ref)
+    await writeFile(path.join(dir, 'total'), String(blob.length))
+    const data = await open(path.join(dir, 'data'), 'w')
+    cleanups.push(async () => { await data.close().catch(() => undefined) })
+    await data.write(blob, 0, 1024 * 1024, 0)
+    // Offered only when this node fetches it upstream itself (first hand): the test says so by
+    // asking its own mirror first, which picks it (it is alone).
+    const own = await get(node.port, `/v2/app/blobs/${digest}?ns=storm.test`)
+    own.resume()
+    assert.equal(own.statusCode, 404)
+    for (let i = 0; i < 200 && node.arriving.sizeOf(digest) === undefined; i++) await sleep(10)
+    assert.equal(node.arriving.sizeOf(digest), blob.length)
+
+    const peerHeaders = { 'X-Spegel-Mirrored': 'true' }
+    const head = await request(node.port, `/v2/app/blobs/${digest}?ns=storm.test`, { method: 'HEAD', headers: peerHeaders })
+    assert.equal(head.status, 200)
+    assert.equal(head.headers['content-length'], String(blob.length))
+    assert.equal(head.headers['docker-content-digest'], digest)
+
+    // A range past what is written so far: it is served as the file grows.
+    const ranged = request(node.port, `/v2/app/blobs/${digest}?ns=storm.test`, { headers: { ...peerHeaders, Range: 'bytes=1500000-1600000' } })
+    const whole = request(node.port, `/v2/app/blobs/${digest}?ns=storm.test`, { headers: peerHeaders })
+    await sleep(100)
+    await data.write(blob, 1024 * 1024, blob.length - 1024 * 1024, 1024 * 1024)
+    const r = await ranged
+    assert.equal(r.status, 206)
+    assert.equal(r.headers['content-range'], `bytes 1500000-1600000/${blob.length}`)
+    assert.ok(r.body.equals(blob.subarray(1500000, 1600001)))
+    const w = await whole
+    assert.equal(w.status, 200)
+    assert.ok(w.body.equals(blob))
+
+    // The node's own containerd never gets its own download back (it is the one writing it).
+    const fromContainerd = await get(node.port, `/v2/app/blobs/${digest}?ns=storm.test`)
+    fromContainerd.resume()
+    assert.equal(fromContainerd.statusCode, 404)
   })
 })

@@ -52,6 +52,11 @@ export interface PullStormComponents {
   selfId: () => string | undefined
   log: Logger
   onOutcome?: (outcome: StormOutcome) => void
+  /**
+   * This node's containerd is about to fetch `digest` upstream. Its download may already be
+   * under way (a resume after a broken relay), and is now first hand: offer it.
+   */
+  onFetching?: (digest: string) => void
 }
 
 export const DEFAULT_COLLECT_MS = 150
@@ -240,6 +245,7 @@ export class PullStorm {
       timer.unref()
       this.#fetching.set(digest, timer)
     }
+    this.#c.onFetching?.(digest)
     return this.#end(digest, outcome)
   }
 
