@@ -79,6 +79,8 @@ export class ArrivingBlobs {
           this.#unoffer(change.digest)
           break
         case 'abandoned':
+          // Offered before its first byte (reconsider), it was never announced, so no 'gone' comes.
+          if (watcher.get(change.digest, { isPendingIncluded: true }) === undefined) this.#unoffer(change.digest)
           this.#c.onAbandoned?.(change.digest)
           break
       }
@@ -95,14 +97,16 @@ export class ArrivingBlobs {
 
   /** Offers `digest` if it is arriving and may be offered now (it just became first hand). */
   reconsider (digest: string): void {
-    if (this.#offered.has(digest) || this.#watcher?.get(digest) === undefined) return
+    // Offered even before its first byte lands: the nodes waiting for it would otherwise wait for
+    // containerd's first 1 MiB write, which on a slow upstream takes longer than their wait.
+    if (this.#offered.has(digest) || this.#watcher?.get(digest, { isPendingIncluded: true }) === undefined) return
     if (this.#c.isFirstHand?.(digest) !== false) this.#offer(digest)
   }
 
   /** The blob's full size while it is offered. */
   sizeOf (digest: string): number | undefined {
     if (!this.#offered.has(digest)) return undefined
-    const ingest = this.#watcher?.get(digest)
+    const ingest = this.#watcher?.get(digest, { isPendingIncluded: true })
     return ingest === undefined || ingest.totalBytes <= 0 ? undefined : ingest.totalBytes
   }
 
@@ -113,7 +117,7 @@ export class ArrivingBlobs {
 
   async open (digest: string, range: ByteRange, signal: AbortSignal): Promise<Readable> {
     const watcher = this.#watcher
-    const ingest = watcher?.get(digest)
+    const ingest = watcher?.get(digest, { isPendingIncluded: true })
     if (watcher === undefined || ingest === undefined) throw new NotFoundError(`${digest} is not arriving here`)
     const options = {
       start: range.start,

@@ -149,14 +149,18 @@ export class IngestWatcher {
   }
 
   /** An ingest with bytes to offer: the committed blob, or the dir with the most bytes so far. */
-  get (digest: string): Ingest | undefined {
+  get (digest: string, options: { isPendingIncluded?: boolean } = {}): Ingest | undefined {
     const committed = this.#committed.get(digest)
     if (committed !== undefined && !this.#isExpired(committed)) {
       return { digest, ref: committed.ref, path: committed.path, totalBytes: committed.totalBytes, receivedBytes: committed.totalBytes, isComplete: true }
     }
     let best: IngestDir | undefined
     for (const dir of this.#dirs.values()) {
-      if (dir.state !== 'arriving' || dir.digest !== digest) continue
+      if (dir.digest !== digest) continue
+      // A download opened with its size but no byte yet: containerd writes 1 MiB at a time, so on
+      // a slow upstream the first bytes take a while; only its own downloader may offer it.
+      const isPending = options.isPendingIncluded === true && dir.state === 'pending' && dir.totalBytes !== undefined && dir.totalBytes > 0
+      if (dir.state !== 'arriving' && !isPending) continue
       if (best === undefined || dir.receivedBytes > best.receivedBytes) best = dir
     }
     if (best === undefined) return undefined

@@ -78,7 +78,15 @@ async function startStormNode (id: string, network: MemoryRouterNetwork, waitMs 
 }
 
 /** What containerd does for one blob: open the ingest, ask the mirror, else go upstream. */
-async function containerdFetch (node: StormNode, digest: string, blob: Buffer, upstream: { downloads: number, bytesPerStep: number, stepMs: number }, askAfterMs = 0): Promise<'mirror' | 'upstream'> {
+interface FakeUpstream {
+  downloads: number
+  bytesPerStep: number
+  stepMs: number
+  /** Before the first write: containerd writes 1 MiB at a time, so a slow upstream shows nothing for a while. */
+  firstWriteAfterMs?: number
+}
+
+async function containerdFetch (node: StormNode, digest: string, blob: Buffer, upstream: FakeUpstream, askAfterMs = 0): Promise<'mirror' | 'upstream'> {
   const ref = `layer-${digest}`
   const dir = path.join(node.contentPath, 'ingest', createHash('sha256').update(`default/1/${ref}`).digest('hex'))
   await mkdir(dir, { recursive: true })
@@ -102,6 +110,7 @@ async function containerdFetch (node: StormNode, digest: string, blob: Buffer, u
       res.resume()
       source = 'upstream'
       upstream.downloads++
+      if (upstream.firstWriteAfterMs !== undefined) await sleep(upstream.firstWriteAfterMs)
       for (let at = 0; at < blob.length; at += upstream.bytesPerStep) {
         const part = blob.subarray(at, Math.min(blob.length, at + upstream.bytesPerStep))
         await data.write(part, 0, part.length, at)
@@ -154,6 +163,17 @@ describe('pull storm across nodes (in process, real files and servers)', () => {
     assert.equal(await firstPull, 'upstream')
     assert.equal(lateSource, 'mirror')
     assert.equal(upstream.downloads, 1)
+  })
+
+  it('the others do not give up on a chosen node whose first bytes take longer than the wait', async () => {
+    const network = new MemoryRouterNetwork()
+    const nodes = await Promise.all(['w1', 'w2', 'w3'].map(async (id) => await startStormNode(id, network, 700)))
+    const blob = randomBytes(2 * 1024 * 1024)
+    const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`
+    const upstream = { downloads: 0, bytesPerStep: 1024 * 1024, stepMs: 100, firstWriteAfterMs: 1500 }
+    const sources = await Promise.all(nodes.map(async (n) => await containerdFetch(n, digest, blob, upstream)))
+    assert.equal(upstream.downloads, 1, `sources ${sources.join(',')}`)
+    assert.deepEqual(nodes.flatMap((n) => n.outcomes).sort(), ['chosen', 'source', 'source'])
   })
 
   it('a small blob (an image config) is fetched upstream by every node at once, without a wait', async () => {
