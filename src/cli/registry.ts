@@ -185,7 +185,8 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
       }
     }))
   }
-  const metricsServer = createServer(createMux({ log, metrics }, routes), { log, serverName: 'metrics' })
+  // One listening socket: scrapes and the page never come in thousands (server.ts, DEFAULT_ACCEPTORS).
+  const metricsServer = createServer(createMux({ log, metrics }, routes), { log, serverName: 'metrics', acceptors: 1 })
   let registryAddress: string | undefined
 
   // A containerd that is missing or broken is not a reason to exit: we serve, report

@@ -3,7 +3,9 @@ import { once } from 'node:events'
 import http from 'node:http'
 import net from 'node:net'
 import { describe, it } from 'node:test'
+import { createLogger } from '../observability/logger.js'
 import { addressText, closeGracefully, listen } from './lifecycle.js'
+import { createServer } from './server.js'
 
 const BODY_CHUNK = Buffer.alloc(1024 * 1024, 0x61)
 
@@ -72,6 +74,21 @@ describe('listen and addressText', () => {
     const { port } = await listen(first, { host: '127.0.0.1', port: 0 })
     try {
       await assert.rejects(listen(http.createServer(), { host: '127.0.0.1', port }), { code: 'EADDRINUSE' })
+    } finally {
+      await closeGracefully(first, { graceMs: 1000 })
+    }
+  })
+})
+
+describe('listen with several acceptors (SO_REUSEPORT)', () => {
+  it('still refuses a port another of our servers listens on, instead of sharing it', async () => {
+    const log = createLogger({ level: 'silent' })
+    const first = createServer((_req, res) => { res.end('first') }, { log, acceptors: 4 })
+    const { port } = await listen(first, { host: '127.0.0.1', port: 0 })
+    try {
+      const second = createServer((_req, res) => { res.end('second') }, { log, acceptors: 4 })
+      await assert.rejects(listen(second, { host: '127.0.0.1', port }), { code: 'EADDRINUSE' })
+      second.close()
     } finally {
       await closeGracefully(first, { graceMs: 1000 })
     }

@@ -1,6 +1,6 @@
 import { once } from 'node:events'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 
 /** A listen address as configured: empty host means every interface; IPv6 may be bracketed. */
 export interface ListenAddress {
@@ -11,12 +11,28 @@ export interface ListenAddress {
 /** Listens on `address`; rejects with the listen error (EADDRINUSE, EACCES...). */
 export async function listen (server: Server, address: ListenAddress): Promise<AddressInfo> {
   const host = address.host === '' ? undefined : address.host.replace(/^\[(.*)\]$/, '$1')
+  // The server listens with SO_REUSEPORT (several acceptors, server.ts), which another process of
+  // the same user could share without an error: a plain bind first makes a port in use fail.
+  if (address.port !== 0) await probeBind(address.port, host)
   server.listen(address.port, host)
   await Promise.race([
     once(server, 'listening'),
     once(server, 'error').then(([err]) => { throw err as Error })
   ])
   return server.address() as AddressInfo
+}
+
+async function probeBind (port: number, host: string | undefined): Promise<void> {
+  const probe = createNetServer()
+  probe.listen({ port, ...(host === undefined ? {} : { host }), exclusive: true })
+  try {
+    await Promise.race([
+      once(probe, 'listening'),
+      once(probe, 'error').then(([err]) => { throw err as Error })
+    ])
+  } finally {
+    if (probe.listening) await new Promise<void>((resolve) => { probe.close(() => { resolve() }) })
+  }
 }
 
 /** `host:port` of a listening server (IPv6 bracketed), for log lines and the web page. */

@@ -193,6 +193,76 @@ describe('createServer listen backlog', () => {
   })
 })
 
+describe('createServer preparing limit', () => {
+  it('starts requests in arrival order past the limit, and a streaming body does not hold the next one up', async () => {
+    const started: string[] = []
+    const held = new Map<string, ServerResponse>()
+    const server = createServer((req, res) => {
+      started.push(req.url ?? '')
+      held.set(req.url ?? '', res)
+    }, { log: new LogCapture().log, maxPreparing: 1, acceptors: 1 })
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    const address = server.address()
+    assert.ok(address !== null && typeof address !== 'string')
+    try {
+      const answers = ['/v2/a', '/v2/b', '/v2/c'].map(async (path) => await request(address.port, path))
+      const until = async (n: number): Promise<void> => { while (started.length < n) await delay(10) }
+      await until(1)
+      await delay(200)
+      assert.deepEqual(started, ['/v2/a'], 'the others wait while /a prepares')
+      // /a sends its headers and keeps streaming: /b starts, /c still waits.
+      held.get('/v2/a')?.writeHead(200, { 'Content-Length': 2 })
+      held.get('/v2/a')?.write('o')
+      await until(2)
+      await delay(200)
+      assert.deepEqual(started, ['/v2/a', '/v2/b'])
+      // A response that ends without an explicit writeHead lets the next one start too.
+      held.get('/v2/b')?.end('b')
+      await until(3)
+      assert.deepEqual(started, ['/v2/a', '/v2/b', '/v2/c'])
+      held.get('/v2/a')?.end('k')
+      held.get('/v2/c')?.end('c')
+      assert.deepEqual((await Promise.all(answers)).map((r) => r.body.toString()), ['ok', 'b', 'c'])
+      // Probes never wait behind the bound, even when it is full.
+      held.clear()
+      const blocking = request(address.port, '/v2/d')
+      await until(4)
+      const probe = request(address.port, '/readyz')
+      await until(5)
+      assert.deepEqual(started.slice(3), ['/v2/d', '/readyz'])
+      held.get('/readyz')?.end('ready')
+      assert.equal((await probe).body.toString(), 'ready')
+      held.get('/v2/d')?.end('d')
+      await blocking
+    } finally {
+      await stopServer(server)
+    }
+  })
+})
+
+describe('createServer acceptors', () => {
+  it('listens on several SO_REUSEPORT sockets that all serve, and stops them all on close', async (t) => {
+    if (process.platform !== 'linux') {
+      t.skip('SO_REUSEPORT acceptors are for Linux')
+      return
+    }
+    const server = createServer((_req, res) => { res.end('ok') }, { log: new LogCapture().log, acceptors: 4 })
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    const address = server.address()
+    assert.ok(address !== null && typeof address !== 'string')
+    const listeners = (): number => execFileSync('ss', ['-ltnH', `sport = :${address.port}`], { encoding: 'utf8' }).trim().split('\n').filter((l) => l !== '').length
+    await delay(50)
+    assert.equal(listeners(), 4)
+    // The kernel spreads connections over the sockets by address hash: enough of them reach the extra ones.
+    const answers = await Promise.all(Array.from({ length: 40 }, async () => await request(address.port, '/')))
+    assert.deepEqual(new Set(answers.map((a) => `${a.status} ${a.body.toString()}`)), new Set(['200 ok']))
+    await stopServer(server)
+    assert.equal(listeners(), 0)
+  })
+})
+
 describe('openFilesLimit', () => {
   it('reads the soft limit from /proc limits text', () => {
     const text = 'Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 524288               files\n'

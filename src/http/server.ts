@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { Server, type IncomingMessage, type ServerResponse } from 'node:http'
-import type { ListenOptions, Socket } from 'node:net'
+import { Server as NetServer, type AddressInfo, type ListenOptions, type Socket } from 'node:net'
 import type { Logger } from '../observability/logger.js'
 
 export interface ServerOptions {
@@ -17,6 +17,10 @@ export interface ServerOptions {
   socketTimeoutMs?: number
   /** Pending connections the kernel queues before this process accepts them (capped by net.core.somaxconn). */
   listenBacklog?: number
+  /** Listening sockets on the address (SO_REUSEPORT, Linux); each accepts one connection per event-loop turn. 1 = one plain socket. */
+  acceptors?: number
+  /** Requests worked on at once until their response headers are written; later ones wait in arrival order. 0 = no limit. */
+  maxPreparing?: number
   /**
    * A response whose client takes fewer than `minSendBytes` within `slowClientWindowMs`,
    * while bytes wait for it, is cut. 0 turns the check off.
@@ -59,6 +63,32 @@ export const DEFAULT_LISTEN_BACKLOG = 4096
  */
 export const DEFAULT_SLOW_CLIENT_WINDOW_MS = 30_000
 export const DEFAULT_MIN_SEND_BYTES = 32 * 1024
+/**
+ * Node (libuv 1.52) accepts one connection per listening socket per event-loop turn. Under load a
+ * turn takes 100-250 ms, so 2,000 clients connecting at once waited in the kernel's accept queue
+ * for up to 140 s while the clients already accepted were served again and again (bench/load.ts,
+ * mirror target: 680 connections still queued a minute in, `ss -ltn` Recv-Q, one accept4 per turn
+ * in strace). The kernel spreads connections over SO_REUSEPORT sockets, and each accepts once per
+ * turn: with 8 sockets the last of 2,000 connections still waited 250 turns (GET p99 23 s), with
+ * 64 about 30. A listening socket costs one descriptor. Only sockets of the same user can join a
+ * SO_REUSEPORT group, and a port taken by any other socket still fails with EADDRINUSE; so that a
+ * second spegel-ts on the same port fails too instead of sharing it, `listen` (lifecycle.ts)
+ * first binds the address without SO_REUSEPORT.
+ */
+export const DEFAULT_ACCEPTORS = process.platform === 'linux' ? 64 : 1
+/**
+ * Requests being prepared at once (looked up, raced among peers: everything before the response
+ * headers); streaming a body does not count, so a slow download never holds others up. With every
+ * connection accepted promptly (see DEFAULT_ACCEPTORS), 2,000 requests at once on 2 cores each took
+ * so long that manifest HEADs ran past their 3 s deadline and peers' answers past the race's
+ * in-flight bound (3,400 failed of 50,000 under bench/load.ts, mirror target); in arrival order
+ * behind a bound, each is quick once it starts.
+ */
+export const DEFAULT_MAX_PREPARING = 128
+/**
+ * Requests under `/v2` only: probes (`/readyz`, `/livez`) and the metrics port never wait behind
+ * the bound.
+ */
 /** Node checks header timeouts every 30 s by default, which stretches a 15 s timeout to 45 s. */
 export const DEFAULT_CHECK_INTERVAL_MS = 2_000
 /** Below this many open files a burst of connections can run the process out of descriptors. */
@@ -75,13 +105,14 @@ export function createServer (handler: (req: IncomingMessage, res: ServerRespons
   const log = options.serverName === undefined ? options.log : options.log.child({ server: options.serverName })
   const headersTimeoutMs = options.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS
   const checkIntervalMs = options.checkIntervalMs ?? DEFAULT_CHECK_INTERVAL_MS
+  const maxPreparing = options.maxPreparing ?? DEFAULT_MAX_PREPARING
   const server = new Server({
     headersTimeout: headersTimeoutMs,
     // Node refuses a request timeout below the header timeout.
     requestTimeout: Math.max(options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, headersTimeoutMs),
     keepAliveTimeout: options.keepAliveTimeoutMs ?? DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
     connectionsCheckingInterval: checkIntervalMs
-  }, handler)
+  }, maxPreparing > 0 ? preparingLimit(handler, maxPreparing) : handler)
   // With no 'timeout' listener Node destroys the socket, which is what a stalled transfer needs.
   server.setTimeout(options.socketTimeoutMs ?? DEFAULT_SOCKET_TIMEOUT_MS)
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
@@ -94,7 +125,9 @@ export function createServer (handler: (req: IncomingMessage, res: ServerRespons
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request'
     socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`)
   })
-  withListenBacklog(server, options.listenBacklog ?? DEFAULT_LISTEN_BACKLOG)
+  const acceptors = Math.max(1, Math.floor(options.acceptors ?? DEFAULT_ACCEPTORS))
+  withListenBacklog(server, options.listenBacklog ?? DEFAULT_LISTEN_BACKLOG, acceptors > 1)
+  if (acceptors > 1) withExtraAcceptors(server, log, acceptors - 1, options.listenBacklog ?? DEFAULT_LISTEN_BACKLOG)
   const windowMs = options.slowClientWindowMs ?? DEFAULT_SLOW_CLIENT_WINDOW_MS
   if (windowMs > 0) cutSlowClients(server, log, { windowMs, minBytes: options.minSendBytes ?? DEFAULT_MIN_SEND_BYTES, intervalMs: checkIntervalMs })
   server.once('listening', () => { warnOnFewOpenFiles(log) })
@@ -105,23 +138,104 @@ export function createServer (handler: (req: IncomingMessage, res: ServerRespons
  * Makes `listen(port, host)` (and the options form without a backlog) use `backlog`: callers
  * keep their usual call, and the server, not each caller, owns how many handshakes may queue.
  */
-function withListenBacklog (server: Server, backlog: number): void {
+function withListenBacklog (server: Server, backlog: number, isReusePort: boolean): void {
   const listen = server.listen.bind(server) as (...args: unknown[]) => Server
   server.listen = function (this: Server, ...args: unknown[]): Server {
     const callback = typeof args.at(-1) === 'function' ? args.pop() : undefined
     const [first, second, third] = args
     let listenOptions: ListenOptions | undefined
+    const reuse = isReusePort ? { reusePort: true } : {}
     if (first !== null && typeof first === 'object' && !('backlog' in first) && !('fd' in first) && !('_handle' in first)) {
-      listenOptions = { ...(first as ListenOptions), backlog }
+      listenOptions = { ...reuse, ...(first as ListenOptions), backlog }
     } else if ((typeof first === 'number' || (typeof first === 'string' && /^\d+$/.test(first))) && third === undefined) {
-      listenOptions = { port: Number(first), backlog, ...(typeof second === 'string' ? { host: second } : {}) }
+      listenOptions = { port: Number(first), backlog, ...reuse, ...(typeof second === 'string' ? { host: second } : {}) }
       if (typeof second === 'number') listenOptions.backlog = second
     } else if (first === undefined) {
-      listenOptions = { port: 0, backlog }
+      listenOptions = { port: 0, backlog, ...reuse }
     }
     const callArgs = listenOptions === undefined ? args : [listenOptions]
     return callback === undefined ? listen(...callArgs) : listen(...callArgs, callback)
   } as Server['listen']
+}
+
+/**
+ * Runs at most `limit` requests at once until each writes its response headers (or its response
+ * closes); the others wait in arrival order. The queue is bounded by the open connections (one
+ * request at a time each), and one whose client left meanwhile is dropped when its turn comes.
+ */
+function preparingLimit (handler: (req: IncomingMessage, res: ServerResponse) => void, limit: number): (req: IncomingMessage, res: ServerResponse) => void {
+  let preparing = 0
+  const waiting: Array<() => void> = []
+  const next = (): void => {
+    while (preparing < limit) {
+      const start = waiting.shift()
+      if (start === undefined) return
+      start()
+    }
+  }
+  return (req, res) => {
+    // Probes and metrics never queue: a kubelet probe times out after 1 s by default, and a node
+    // that is busy serving is neither dead nor unready.
+    if (req.url === undefined || !req.url.startsWith('/v2')) {
+      handler(req, res)
+      return
+    }
+    const start = (): void => {
+      if (res.destroyed || req.socket.destroyed) return
+      preparing++
+      let isDone = false
+      const done = (): void => {
+        if (isDone) return
+        isDone = true
+        preparing--
+        res.writeHead = writeHead
+        // Not from inside this response's writeHead: the next handler must not run (or throw) there.
+        queueMicrotask(next)
+      }
+      const writeHead = res.writeHead
+      res.writeHead = function (this: ServerResponse, ...args: unknown[]): ServerResponse {
+        done()
+        return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args)
+      } as ServerResponse['writeHead']
+      res.once('close', done)
+      handler(req, res)
+    }
+    if (preparing < limit && waiting.length === 0) start()
+    else waiting.push(start)
+  }
+}
+
+/**
+ * Once `server` listens on a TCP address with SO_REUSEPORT, `count` more sockets listen on the
+ * same address and hand their connections to it (see DEFAULT_ACCEPTORS). They stop listening when
+ * the server does. One that cannot listen (no SO_REUSEPORT, say) is only logged: the server
+ * itself still accepts everything.
+ */
+function withExtraAcceptors (server: Server, log: Logger, count: number, backlog: number): void {
+  let extras: NetServer[] = []
+  const closeExtras = (): void => {
+    for (const extra of extras.splice(0)) extra.close()
+  }
+  server.on('listening', () => {
+    closeExtras()
+    const address = server.address()
+    if (address === null || typeof address === 'string') return
+    const { address: host, port } = address as AddressInfo
+    for (let i = 0; i < count; i++) {
+      const extra = new NetServer((socket) => { server.emit('connection', socket) })
+      extra.on('error', (err) => {
+        log.debug({ err, port }, 'extra acceptor could not listen; one socket accepts')
+        extras = extras.filter((e) => e !== extra)
+      })
+      extra.listen({ host, port, backlog, reusePort: true })
+      extras.push(extra)
+    }
+  })
+  const close = server.close.bind(server)
+  server.close = function (this: Server, callback?: (err?: Error) => void): Server {
+    closeExtras()
+    return close(callback)
+  }
 }
 
 /**

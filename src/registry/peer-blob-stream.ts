@@ -4,7 +4,7 @@ import { parseDigest, type RangeSpec, type ResolvedRange } from '../oci/index.js
 import type { Logger } from '../observability/logger.js'
 import type { Peer } from '../routing/index.js'
 import { prematureClose, type ByteSink } from '../store/file-range-stream.js'
-import { TRACE, traceCount, traceLine, type BodyChunk } from './peer-http.js'
+import type { BodyChunk } from './peer-http.js'
 import { DigestMismatchError, PeerFetchError, discardBody, type PeerResponse } from './peer-fetch.js'
 
 /** Resumes in a row that deliver no byte before a blob stream is given up. */
@@ -63,28 +63,7 @@ export class PeerBlobStream extends Readable {
   }
 
   /** Writes the whole range to `sink`; resolves when every byte was handed to it and checked. */
-  traceRead = 0
-  traceWrite = 0
-  traceChunks = 0
-  traceBig = 0
-  readonly traceCreated = performance.now()
   async sendTo (sink: ByteSink, signal?: AbortSignal): Promise<void> {
-    const tStart = performance.now()
-    try {
-      await this.#sendTo(sink, signal)
-    } finally {
-      if (TRACE) {
-        const total = performance.now() - tStart
-        traceCount('relays')
-        if (total > 2000) {
-          traceCount('slowRelays')
-          traceLine({ slow: Math.round(total), head: (this.#init.first.body as unknown as { trace?: unknown }), hdr: (this.#init.first as unknown as { latencyMs: number }).latencyMs, trace: (this.#init.first as unknown as { trace?: unknown }).trace, startDelay: Math.round(tStart - this.traceCreated), readWait: Math.round(this.traceRead), writeWait: Math.round(this.traceWrite), chunks: this.traceChunks, big: this.traceBig, resumes: this.resumes })
-        }
-      }
-    }
-  }
-
-  async #sendTo (sink: ByteSink, signal?: AbortSignal): Promise<void> {
     this.#claim()
     let inFlight = 0
     let writeError: Error | undefined
@@ -112,11 +91,9 @@ export class PeerBlobStream extends Readable {
         })
         // Memory is bounded by the buffers in flight (each is written as it is, no copy), so the
         // sink's own buffering signal is not needed: wait for a flush only when too many are out.
-        const tw = performance.now()
         while (inFlight >= MAX_WRITES_IN_FLIGHT && writeError === undefined && !sink.destroyed) {
           await new Promise<void>((resolve) => { waiting = resolve })
         }
-        this.traceWrite += performance.now() - tw
         check()
       }, check)
       while (inFlight > 0 && writeError === undefined) await new Promise<void>((resolve) => { waiting = resolve })
@@ -194,12 +171,8 @@ export class PeerBlobStream extends Readable {
         const before = this.#offset
         try {
           for (;;) {
-            const tr = performance.now()
             const chunk = await body.read()
-            this.traceRead += performance.now() - tr
             if (chunk === null) break
-            this.traceChunks++
-            if (chunk.data.length > 65536) this.traceBig++
             const data = chunk.data
             if (this.#offset + data.length > target.end + 1) {
               body.release(chunk)

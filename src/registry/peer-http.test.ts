@@ -4,7 +4,7 @@ import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import { after, afterEach, before, describe, it } from 'node:test'
-import { PeerHttpClient, type PeerHttpRequest } from './peer-http.js'
+import { PeerHttpClient, readBuffersOut, type PeerHttpRequest } from './peer-http.js'
 
 const BIG = Buffer.from(Array.from({ length: 5 * 1024 * 1024 + 3 }, (_, i) => (i * 7 + (i >> 11)) % 256))
 
@@ -93,6 +93,28 @@ describe('PeerHttpClient', () => {
     assert.equal(length, BIG.length)
     assert.equal(hash.digest('hex'), createHash('sha256').update(BIG).digest('hex'))
     assert.ok(maxOutstanding <= 4, `at most 4 buffers out, saw ${maxOutstanding}`)
+  })
+
+  it('counts the read buffers sockets hold for their next read, and gets them all back', async () => {
+    const c = fresh()
+    handle = (_req, res) => { res.writeHead(200, { 'Content-Length': BIG.length }).end(BIG) }
+    const before = readBuffersOut().large
+    // More bodies at once than there are large buffers: each socket in a body holds one for its
+    // next read, and those count, so the large ones run out and the rest read into small ones.
+    const responses = await Promise.all(Array.from({ length: 40 }, async (_, i) => await c.request('127.0.0.1', port, get(`/many${i}`))))
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    assert.ok(readBuffersOut().large <= 32, `at most 32 large buffers out, saw ${readBuffersOut().large}`)
+    // Half are read to the end (their connections go idle), half are given up (theirs close).
+    await Promise.all(responses.map(async (res, i) => {
+      if (i % 2 === 0) {
+        assert.equal((await res.body.dump({ limit: BIG.length })), undefined)
+      } else {
+        res.body.destroy()
+      }
+    }))
+    await c.close()
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    assert.equal(readBuffersOut().large, before, 'every large buffer came back, including those of closed sockets')
   })
 
   it('retries once on a new connection when a kept-alive one was closed by the peer', async () => {
