@@ -36,6 +36,13 @@ const MAX_CACHED_CANDIDATES = 8
  * area) would hold up the whole pull.
  */
 export const STORM_MIN_BYTES = 1024 * 1024
+/**
+ * With pull storms on, a blob request gives a peer this long to answer its headers before the
+ * race counts it failed. In a storm the one node with the blob is often the busiest (it downloads
+ * and serves it to every other node), and giving up on it means one more upstream copy, which
+ * costs far more than a few seconds of waiting.
+ */
+const STORM_INFLIGHT_TIMEOUT_MIN_MS = 5000
 /** Added to the score of a node that is still receiving a blob, so whole copies are asked first. */
 const ARRIVING_PENALTY = 1000
 /** Peers taken from one lookup; the race tries at most `resolveRetries` of them. */
@@ -238,14 +245,14 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
     return { response, manifest }
   }
 
-  function race (pool: PeerPool, request: PeerRequest, key: string, signal: AbortSignal): Promise<RaceResult<Fetched>> {
+  function race (pool: PeerPool, request: PeerRequest, key: string, signal: AbortSignal, isPatient = false): Promise<RaceResult<Fetched>> {
     return hedgedRace<Fetched>({
       pool,
       hedger,
       key,
       maxAttempts,
       idleTimeoutMs: init.resolveTimeoutMs,
-      inflightTimeoutMinMs,
+      inflightTimeoutMinMs: isPatient ? Math.max(inflightTimeoutMinMs, STORM_INFLIGHT_TIMEOUT_MIN_MS) : inflightTimeoutMinMs,
       signal,
       attempt: async (peer, attemptSignal) => await attempt(peer, request, key, attemptSignal),
       isTerminal: (err) => err instanceof PeerRangeNotSatisfiableError,
@@ -305,7 +312,7 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
       startLookup(request.key, isTagRequest({ content }), pool, signal, arriving)
       let first: RaceResult<Fetched>
       try {
-        first = await race(pool, { method, content, ...(range === undefined ? {} : { range }) }, request.key, signal)
+        first = await race(pool, { method, content, ...(range === undefined ? {} : { range }) }, request.key, signal, arriving !== undefined)
       } catch (err) {
         if (clientSignal.aborted) throw clientSignal.reason
         throw toOciError(err, request, deadlineMs)

@@ -59,7 +59,12 @@ export interface PullStormComponents {
   onFetching?: (digest: string) => void
 }
 
-export const DEFAULT_COLLECT_MS = 150
+/**
+ * Two nodes can only both pick themselves when gossip between them takes longer than half of
+ * this (docs/pull-storms.md); on nodes busy downloading and serving layers, deltas took over
+ * 150 ms. A storm's pulls take tens of seconds, so half a second is cheap.
+ */
+export const DEFAULT_COLLECT_MS = 500
 export const DEFAULT_POLL_MS = 20
 export const DEFAULT_FETCHING_TTL_MS = 15_000
 export const DEFAULT_MAX_WAITING = 256
