@@ -28,7 +28,7 @@ import {
   type PullResult, type StormMode
 } from '../test/helpers/storm.js'
 import { startUpstream, upstreamSkipReason } from '../test/helpers/upstream.js'
-import { fixed, killQuietly, loadLine, median, onCleanup, parseFlags, runBenchmark, summarize } from './cluster-common.js'
+import { cpuSnapshot, fixed, killQuietly, loadLine, median, onCleanup, parseFlags, runBenchmark, summarize, type CpuWatch } from './cluster-common.js'
 
 const SPEC = {
   nodes: { kind: 'ints', default: [6, 10], min: 2, help: 'node counts, one fresh cluster per count and mode' },
@@ -83,7 +83,18 @@ async function main (): Promise<void> {
         const img = await pushStormImage(upstream, workDir, `n${nodes}-${mode}-r${r}`, opts.layers, layerBytes)
         await upstream.resetCounters()
         const outcomesBefore = await stormOutcomes(cluster.nodes)
+        // Where the machine's CPU went: every node shares these cores, so time that the relays
+        // cost shows up in every pull (ctr itself exits before the second look and is not counted).
+        const watches: CpuWatch[] = [
+          { name: 'spegel-ts', pids: cluster.nodes.map((n) => n.spegel.process.pid).filter((p): p is number => p !== undefined) },
+          { name: 'containerd', pids: cluster.nodes.map((n) => n.containerd.pid).filter((p): p is number => p !== undefined) },
+          { name: 'nginx', pids: upstream.nginxPid === undefined ? [] : [upstream.nginxPid] },
+          { name: 'registry', pids: upstream.registryPid === undefined ? [] : [upstream.registryPid] }
+        ]
+        const cpuBefore = await cpuSnapshot(watches)
         const pulls = await pullEverywhere(cluster.nodes, img.ref, { staggerMs: opts.staggerMs })
+        const cpuAfter = await cpuSnapshot(watches)
+        const cpu = watches.map((w) => `${w.name} ${fixed((cpuAfter.get(w.name) ?? 0) - (cpuBefore.get(w.name) ?? 0), 1)}`).join(', ')
         const stats = await upstream.stats()
         const outcomesAfter = await stormOutcomes(cluster.nodes)
         const outcomes = [...outcomesAfter].map(([k, v]) => `${k} ${v - (outcomesBefore.get(k) ?? 0)}`).join(', ')
@@ -101,7 +112,7 @@ async function main (): Promise<void> {
         log(`${nodes} nodes, ${mode}, run ${r}: upstream ${fixed(stats.blobBytes / MiB, 1)} MiB of blobs = ${fixed(figures.copies, 2)} copies ` +
           `(per node MiB ${stats.blobBytesByNode.slice(0, nodes).map((b) => fixed(b / MiB, 0)).join(' ')}); ` +
           `pull s p50 ${fixed(s.p50, 2)} / p90 ${fixed(s.p90, 2)} / max ${fixed(s.max, 2)}; failed ${failed.length} of ${pulls.length}; digest problems ${digestProblems}` +
-          (outcomes === '' ? '' : `; nodes' pull-storm waits: ${outcomes}`))
+          (outcomes === '' ? '' : `; nodes' pull-storm waits: ${outcomes}`) + `; CPU s ${cpu}`)
         for (const f of failed) log(`  ${f.node} failed after ${fixed(f.ms / 1000, 2)} s: ${(f.error ?? '').split('\n').slice(-1)[0]?.slice(0, 300) ?? ''}`)
       }
       await teardown()
