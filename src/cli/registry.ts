@@ -93,7 +93,8 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
     selfId: () => router?.peerId,
     log: log.child({ component: 'pull-storm' }),
     onOutcome: (outcome) => { metrics.pullStormWaits.inc({ outcome }) },
-    onFetching: (digest) => { arriving.reconsider(digest) }
+    onFetching: (digest) => { arriving.reconsider(digest) },
+    isUsable: (peerId) => mirror.isPeerUsable(peerId)
   }, { waitMs: config.pullStormWaitMs })
   const arriving = new ArrivingBlobs({
     log,

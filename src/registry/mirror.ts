@@ -20,7 +20,7 @@ import type { PeerHttpClient } from './peer-http.js'
 import { BadPeers, PeerLoad } from './peer-health.js'
 import { PeerPool, RaceError, hedgedRace, type RaceResult } from './peer-race.js'
 import type { PullStorm } from './pull-storm.js'
-import { arrivingKey, isAdvertised } from '../routing/key-overlay.js'
+import { arrivingKey } from '../routing/key-overlay.js'
 
 /** Spegel's bound on a whole HEAD or manifest mirror operation; blob GETs have none (pkg/registry/registry.go). */
 export const DEFAULT_MANIFEST_DEADLINE_MS = 3000
@@ -120,6 +120,8 @@ export interface Mirror {
   close(): Promise<void>
   readonly hedger: Hedger
   readonly badPeers: BadPeers
+  /** False for a peer a request just failed to reach (see PullStorm's isUsable). */
+  isPeerUsable(peerId: string): boolean
 }
 
 interface Fetched {
@@ -302,21 +304,38 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
       const arriving = storm?.isEnabled === true && request.kind === 'blob' && request.digest !== undefined
         ? { key: arrivingKey(request.digest), peers: new Set<string>() }
         : undefined
-      if (arriving !== undefined && method === 'GET' && storm !== undefined && request.digest !== undefined) {
-        await awaitSource(storm, request.digest, arriving.key, clientSignal)
+      const stormDigest = arriving !== undefined && method === 'GET' && storm !== undefined ? request.digest : undefined
+      if (stormDigest !== undefined && storm !== undefined) await awaitSource(storm, stormDigest, clientSignal)
+      const startRace = async (): Promise<RaceResult<Fetched>> => {
+        const pool = new PeerPool({
+          score: (peer) => load.score(peer.id) + (arriving?.peers.has(peer.id) === true ? ARRIVING_PENALTY : 0),
+          ...(init.random === undefined ? {} : { random: init.random })
+        })
+        racePool = pool
+        startLookup(request.key, isTagRequest({ content }), pool, signal, arriving)
+        return await race(pool, { method, content, ...(range === undefined ? {} : { range }) }, request.key, signal, arriving !== undefined)
       }
-      const pool = new PeerPool({
-        score: (peer) => load.score(peer.id) + (arriving?.peers.has(peer.id) === true ? ARRIVING_PENALTY : 0),
-        ...(init.random === undefined ? {} : { random: init.random })
-      })
-      startLookup(request.key, isTagRequest({ content }), pool, signal, arriving)
+      let racePool: PeerPool | undefined
       let first: RaceResult<Fetched>
       try {
-        first = await race(pool, { method, content, ...(range === undefined ? {} : { range }) }, request.key, signal, arriving !== undefined)
+        try {
+          first = await startRace()
+        } catch (err) {
+          // Every node with the blob failed to answer: with pull storms on, that is often a node
+          // killed while it fetched the blob, still in the index. Choose again among the nodes
+          // still asking (the failed ones no longer count) rather than send everyone upstream.
+          if (stormDigest === undefined || storm === undefined || clientSignal.aborted || !(err instanceof RaceError)) throw err
+          await awaitSource(storm, stormDigest, clientSignal)
+          first = await startRace()
+        }
       } catch (err) {
         if (clientSignal.aborted) throw clientSignal.reason
+        // Our 404 sends this node's containerd upstream: if that download fails, upstream is
+        // what failed (PullStorm.onAbandoned).
+        if (stormDigest !== undefined) storm?.noteUpstream(stormDigest)
         throw toOciError(err, request, deadlineMs)
       }
+      const pool = racePool as PeerPool
       const { response, manifest } = first.value
       const served = {
         descriptor: response.descriptor,
@@ -355,12 +374,13 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
    * A blob nobody holds or is receiving: wait (bounded) for the node the askers agree on to start
    * its download, or answer 404 now so this node's containerd fetches it upstream.
    */
-  async function awaitSource (storm: PullStorm, digest: string, arrivingKeyOfDigest: string, clientSignal: AbortSignal): Promise<void> {
-    if (await isAdvertised(router, digest, clientSignal) || await isAdvertised(router, arrivingKeyOfDigest, clientSignal)) return
+  async function awaitSource (storm: PullStorm, digest: string, clientSignal: AbortSignal): Promise<void> {
+    if (await storm.hasSource(digest, clientSignal)) return
     // A small blob (an image config) costs upstream less than the wait costs the pull.
     const expected = components.expectedSize?.(digest)
     // ...unless this node's own upstream just failed it: then even a config must come from a peer.
     if (expected !== undefined && expected < STORM_MIN_BYTES && !storm.isUpstreamSuspect) {
+      storm.noteUpstream(digest)
       throw new OciError('BLOB_UNKNOWN', `no node has it yet, and it is small enough to fetch upstream at once: ${digest}`)
     }
     const outcome = await storm.await(digest, clientSignal)
@@ -370,6 +390,7 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
       : outcome === 'timeout'
         ? 'no node has it yet, and none started downloading it in time'
         : 'no node has it yet'
+    storm.noteUpstream(digest)
     throw new OciError('BLOB_UNKNOWN', `${why}: ${digest}`, { detail: { pullStorm: outcome } })
   }
 
@@ -397,7 +418,8 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
     fetch,
     close: async (): Promise<void> => { await ownClient?.close() },
     hedger,
-    badPeers
+    badPeers,
+    isPeerUsable: (peerId) => !load.isFailed(peerId)
   }
 }
 

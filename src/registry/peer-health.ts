@@ -104,6 +104,12 @@ export class PeerLoad {
     if (this.#failedUntil.size > MAX_RECENT_FAILURES) this.#failedUntil.delete(this.#failedUntil.keys().next().value as string)
   }
 
+  /** A request to the peer failed to connect or answer a moment ago. */
+  isFailed (peerId: string): boolean {
+    const until = this.#failedUntil.get(peerId)
+    return until !== undefined && until > this.#now()
+  }
+
   /** Lower is better: recently failed peers after all others, then by requests in flight. */
   score (peerId: string): number {
     const until = this.#failedUntil.get(peerId)

@@ -54,7 +54,8 @@ async function startStormNode (id: string, network: MemoryRouterNetwork, waitMs 
     selfId: () => id,
     log,
     onOutcome: (o) => { outcomes.push(o) },
-    onFetching: (d) => { arriving.reconsider(d) }
+    onFetching: (d) => { arriving.reconsider(d) },
+    isUsable: (peerId) => mirror.isPeerUsable(peerId)
   }, { waitMs, collectMs: 100, pollMs: 10 })
   const arriving = new ArrivingBlobs({
     log,

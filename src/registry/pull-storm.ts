@@ -57,6 +57,12 @@ export interface PullStormComponents {
    * under way (a resume after a broken relay), and is now first hand: offer it.
    */
   onFetching?: (digest: string) => void
+  /**
+   * False for a peer a request just failed to reach (the mirror's view). A node killed while it
+   * fetched a blob stays in the index until the router notices; until then its keys must not
+   * count as a source, a fetcher or a wanter, or everyone waits on the dead node.
+   */
+  isUsable?: (peerId: string) => boolean
 }
 
 /**
@@ -127,6 +133,18 @@ export class PullStorm {
   }
 
   get isEnabled (): boolean { return this.#waitMs > 0 }
+
+  /** Some usable node holds `digest` or is receiving it. */
+  async hasSource (digest: string, signal?: AbortSignal): Promise<boolean> {
+    return await this.#isAdvertised(digest, signal) || await this.#isAdvertised(arrivingKey(digest), signal)
+  }
+
+  async #isAdvertised (key: string, signal?: AbortSignal): Promise<boolean> {
+    const isUsable = this.#c.isUsable
+    if (isUsable === undefined) return await isAdvertised(this.#c.router, key, signal)
+    for (const peer of await advertisers(this.#c.router, key, 64, signal)) if (isUsable(peer.id)) return true
+    return false
+  }
   get waiting (): number { return this.#waits.size }
   get fetching (): number { return this.#fetching.size }
 
@@ -161,6 +179,13 @@ export class PullStorm {
     return atMs !== undefined && this.#now() - atMs < FIRST_HAND_TTL_MS
   }
 
+  /** This node's mirror let its containerd fetch `digest` upstream without a choice (a small blob). */
+  noteUpstream (digest: string): void {
+    this.#firstHand.delete(digest)
+    if (this.#firstHand.size >= MAX_FIRST_HAND) this.#firstHand.delete(this.#firstHand.keys().next().value as string)
+    this.#firstHand.set(digest, this.#now())
+  }
+
   /** This node's containerd has started receiving `digest`: its `arriving:` key takes over. */
   onArriving (digest: string): void {
     const timer = this.#fetching.get(digest)
@@ -178,12 +203,16 @@ export class PullStorm {
    */
   onAbandoned (digest: string): void {
     const timer = this.#fetching.get(digest)
-    if (timer === undefined) return
-    clearTimeout(timer)
-    this.#fetching.delete(digest)
-    this.#c.keys.remove(fetchingKey(digest))
+    if (timer !== undefined) {
+      clearTimeout(timer)
+      this.#fetching.delete(digest)
+      this.#c.keys.remove(fetchingKey(digest))
+    } else if (!this.isFirstHand(digest)) {
+      // A download fed by a peer that broke off: not this node's upstream failing.
+      return
+    }
     if (!this.isUpstreamSuspect) {
-      this.#c.log.warn({ digest, forMs: this.#upstreamFailureMemoryMs }, 'pull storm: a download this node was picked for failed; it leaves the fetching to other nodes for a while')
+      this.#c.log.warn({ digest, forMs: this.#upstreamFailureMemoryMs }, 'pull storm: a download this node let its containerd fetch upstream failed; it leaves the fetching to other nodes for a while')
     }
     this.#upstreamFailedAtMs = this.#now()
   }
@@ -211,11 +240,12 @@ export class PullStorm {
         if (this.#isClosed) return 'busy'
         // Asked again while our own containerd fetches it (a resumed download): upstream again.
         if (this.#fetching.has(digest)) return this.#end(digest, 'chosen')
-        if (await isAdvertised(router, digest) || await isAdvertised(router, arrivingKey(digest))) return this.#end(digest, 'source')
+        if (await this.hasSource(digest)) return this.#end(digest, 'source')
         const elapsed = performance.now() - started
         if (elapsed >= this.#waitMs) return this.#take(digest, 'timeout')
-        if (isCandidate && elapsed >= this.#collectMs && !await isAdvertised(router, fetchingKey(digest))) {
-          const wanters = await advertisers(router, want, 256)
+        if (isCandidate && elapsed >= this.#collectMs && !await this.#isAdvertised(fetchingKey(digest))) {
+          const isUsable = this.#c.isUsable
+          const wanters = (await advertisers(router, want, 256)).filter((p) => isUsable === undefined || isUsable(p.id))
           let best: string = self
           let bestScore = score(digest, self)
           for (const peer of wanters) {
@@ -239,9 +269,7 @@ export class PullStorm {
 
   /** This node's containerd will fetch `digest` upstream: let late comers wait for it. */
   #take (digest: string, outcome: 'chosen' | 'timeout'): StormOutcome {
-    this.#firstHand.delete(digest)
-    if (this.#firstHand.size >= MAX_FIRST_HAND) this.#firstHand.delete(this.#firstHand.keys().next().value as string)
-    this.#firstHand.set(digest, this.#now())
+    this.noteUpstream(digest)
     if (!this.#fetching.has(digest) && this.#c.keys.add(fetchingKey(digest))) {
       const timer = setTimeout(() => {
         this.#fetching.delete(digest)

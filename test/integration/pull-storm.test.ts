@@ -175,17 +175,25 @@ describe('pull storm: N nodes pull the same image at once', { skip, timeout: 600
       assert.ok(firstTry.every((ok, i) => ok || i === faulty), 'every node with a working upstream pulled at the first try')
       assert.equal(stats.blobBytesByNode[faulty], 0, 'the faulty port sent no blob bytes')
       await assertPulled(img, final)
-      assertCopies(img, stats, GOAL_COPIES)
+      // When the faulty node was the one picked, the nodes that were already streaming its
+      // (empty, then deleted) download break off and choose again, and some fetch a layer that
+      // another node is fetching too: bounded like a holder killed mid-layer, not like a clean storm.
+      assertCopies(img, stats, firstTry[faulty] === false ? KILLED_HOLDER_COPIES : GOAL_COPIES)
 
-      // A node whose download failed stays out of the choice for a while, so the next image
-      // pulls at the first try everywhere, the faulty node's from its peers.
+      // A node whose download failed stays out of the choice for a while, so once the faulty
+      // node has failed a pull, the next image pulls at the first try everywhere, its blobs
+      // from its peers. If it was never picked above, it has learned nothing yet: then the same
+      // rules as above hold (its first try may fail, once).
+      const hasLearned = firstTry[faulty] === false
       await upstream.resetCounters()
-      const nextResults = await pullEverywhere(cluster.nodes, next.ref)
+      const nextFirst = await pullEverywhere(cluster.nodes, next.ref)
+      const nextResults = await Promise.all(nextFirst.map(async (r, i) => r.ok || (hasLearned || i !== faulty) ? r : await pullOn(cluster.nodes[i]!, next.ref, 'ctr')))
       const nextStats = await upstream.stats()
       report(t, next, nextResults, nextStats)
+      t.diagnostic(`next image: the faulty node had ${hasLearned ? '' : 'not '}failed a pull before; first try ${nextFirst.map((r, i) => `node${i + 1} ${r.ok ? 'ok' : 'failed'}`).join(', ')}`)
       await assertPulled(next, nextResults)
       assert.equal(nextStats.blobBytesByNode[faulty], 0, 'the faulty port sent no blob bytes')
-      assertCopies(next, nextStats, GOAL_COPIES)
+      assertCopies(next, nextStats, nextFirst[faulty]?.ok === false ? KILLED_HOLDER_COPIES : GOAL_COPIES)
     } finally {
       await upstream.setFault(faulty, 'none')
     }
