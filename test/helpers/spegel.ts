@@ -59,7 +59,10 @@ export async function startSpegel (init: SpegelNodeInit): Promise<SpegelNode> {
   const registryPort = init.registryPort ?? await freePort(host)
   const metricsPort = init.metricsPort ?? await freePort(host)
   const routerPort = init.routerPort ?? await freePort(host)
+  // For profiling a benchmark's nodes: node refuses --cpu-prof in NODE_OPTIONS.
+  const profDir = process.env.SPEGEL_TEST_CPU_PROF_DIR
   const args = [
+    ...(profDir === undefined || profDir === '' ? [] : ['--cpu-prof', `--cpu-prof-dir=${profDir}`]),
     MAIN_JS, 'registry',
     '--registry-addr', `${host}:${registryPort}`,
     '--metrics-addr', `${host}:${metricsPort}`,
