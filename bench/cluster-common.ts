@@ -5,8 +5,6 @@
  * (curl for one big download, ApacheBench for small requests), each with the CPU time the
  * servers spent meanwhile.
  */
-import { type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
 import { accessSync, constants as fsConstants, readFileSync, readdirSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -391,18 +389,7 @@ export function requireTools (tools: readonly Tool[]): void {
 // ---------------------------------------------------------------------------------------------
 // Child processes.
 
-/** SIGTERM, SIGKILL after 5 s, and wait for the exit. */
-export async function stopChild (child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = once(child, 'exit')
-  child.kill('SIGTERM')
-  const escalate = setTimeout(() => child.kill('SIGKILL'), 5000)
-  try {
-    await exited
-  } finally {
-    clearTimeout(escalate)
-  }
-}
+export { stopChild } from '../test/helpers/net.js'
 
 function procParent (pid: number): number | undefined {
   try {

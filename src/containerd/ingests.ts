@@ -302,21 +302,15 @@ export class IngestWatcher {
   }
 
   #closeBlobWatcher (): void {
-    const watcher = this.#blobWatcher
+    closeQuietly(this.#blobWatcher)
     this.#blobWatcher = undefined
     this.#blobWatchedIno = undefined
-    try {
-      watcher?.close()
-    } catch {}
   }
 
   #closeWatcher (): void {
-    const watcher = this.#watcher
+    closeQuietly(this.#watcher)
     this.#watcher = undefined
     this.#watchedIno = undefined
-    try {
-      watcher?.close()
-    } catch {}
   }
 
   #rescan (): void {
@@ -559,4 +553,10 @@ async function readSmallFile (filePath: string, maxBytes: number): Promise<strin
 function positive (name: string, value: number): number {
   if (!Number.isFinite(value) || value <= 0) throw new RangeError(`${name} ${value} invalid: must be > 0`)
   return value
+}
+
+function closeQuietly (watcher: FSWatcher | undefined): void {
+  try {
+    watcher?.close()
+  } catch {}
 }

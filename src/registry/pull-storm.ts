@@ -142,7 +142,8 @@ export class PullStorm {
   async #isAdvertised (key: string, signal?: AbortSignal): Promise<boolean> {
     const isUsable = this.#c.isUsable
     if (isUsable === undefined) return await isAdvertised(this.#c.router, key, signal)
-    for (const peer of await advertisers(this.#c.router, key, 64, signal)) if (isUsable(peer.id)) return true
+    // Asked on every mirrored blob GET: stop at the first usable peer.
+    for await (const peer of this.#c.router.lookup(key, signal === undefined ? {} : { signal })) if (isUsable(peer.id)) return true
     return false
   }
   get waiting (): number { return this.#waits.size }

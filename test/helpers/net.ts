@@ -1,4 +1,5 @@
-import { execFile } from 'node:child_process'
+import { execFile, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
 import { createHash } from 'node:crypto'
 import { createServer } from 'node:net'
 import { Agent, request } from 'undici'
@@ -113,4 +114,22 @@ export async function run (cmd: string, args: readonly string[], opts: RunOption
       resolve({ code: typeof e.code === 'number' ? e.code : null, signal: e.signal ?? null, stdout, stderr })
     })
   })
+}
+
+/**
+ * SIGTERM, SIGKILL after 5 s, and wait for the exit. A child unref'd so it never holds the
+ * process open is held while it is waited for.
+ */
+export async function stopChild (child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = once(child, 'exit')
+  child.ref()
+  child.kill('SIGTERM')
+  const escalate = setTimeout(() => child.kill('SIGKILL'), 5000)
+  try {
+    await exited
+  } finally {
+    clearTimeout(escalate)
+    child.unref()
+  }
 }

@@ -17,7 +17,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import type { BuiltImage } from './image.js'
-import { freePort, httpRequest, run } from './net.js'
+import { freePort, httpRequest, run, stopChild } from './net.js'
 import { waitFor } from './wait.js'
 
 /** Per-node fault: `blob-503` answers 503 to every blob request; `blob-reset` closes the connection without an answer (nginx 444). */
@@ -270,8 +270,8 @@ export async function startUpstream (init: UpstreamInit): Promise<Upstream> {
         rmSync(dir, { recursive: true, force: true })
       },
       async dispose () {
-        await stopDaemon(nginxChild)
-        await stopDaemon(registryChild)
+        await stopChild(nginxChild)
+        await stopChild(registryChild)
         process.removeListener('exit', killAll)
         await rm(dir, { recursive: true, force: true })
       }
@@ -419,17 +419,3 @@ function childPidsSync (parent: number): number[] {
   return out
 }
 
-async function stopDaemon (child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = once(child, 'exit')
-  child.ref()
-  // nginx: SIGTERM is a fast shutdown of master and workers; registry exits on it too.
-  child.kill('SIGTERM')
-  const escalate = setTimeout(() => child.kill('SIGKILL'), 5_000)
-  try {
-    await exited
-  } finally {
-    clearTimeout(escalate)
-    child.unref()
-  }
-}
