@@ -76,10 +76,8 @@ export class FileRangeStream extends Readable {
   }
 
   /**
-   * Writes the remaining range to `sink`; resolves when every byte was handed to it. Buffers
-   * come from `pool` (shared by every response), up to `MAX_SEND_BUFFERS_PER_RESPONSE`; a
-   * response that finds none sends through one `FALLBACK_SEND_BYTES` buffer of its own, so no
-   * download ever waits for another one's client.
+   * Writes the remaining range to `sink`; resolves when every byte was handed to it (see
+   * `sendChunks` for the buffers it uses).
    */
   async sendTo (sink: ByteSink, signal?: AbortSignal, pool: BufferPool = sendBufferPool): Promise<void> {
     if (this.claimed) throw new Error('stream already being read')
@@ -88,92 +86,119 @@ export class FileRangeStream extends Readable {
     // addAbortSignal) would emit an 'error' no one listens to and crash the process. Failures
     // reach the caller as this promise's rejection instead.
     this.on('error', () => {})
-    const mine: Buffer[] = [] // taken from the pool and not in flight
-    const inFlight = new Set<Buffer>()
-    let own: Buffer | undefined
-    let held = 0
-    let isFinished = false
-    let waiting: (() => void) | undefined
-    let writeError: Error | undefined
-    const wake = (): void => {
-      const w = waiting
-      waiting = undefined
-      w?.()
-    }
-    const onClose = (): void => { writeError ??= prematureClose(); wake() }
-    sink.once('close', onClose)
-    signal?.addEventListener('abort', onClose, { once: true })
     try {
-      while (this.position <= this.end) {
-        if (this.destroyed) writeError ??= prematureClose()
-        if (writeError !== undefined) throw writeError
-        let buffer = mine.pop()
-        if (buffer === undefined && held < MAX_SEND_BUFFERS_PER_RESPONSE) {
-          buffer = pool.tryAcquire()
-          if (buffer !== undefined) held++
-          else if (held === 0 && own === undefined) buffer = own = Buffer.allocUnsafe(FALLBACK_SEND_BYTES)
+      await sendChunks(sink, {
+        remaining: () => this.end - this.position + 1,
+        isDestroyed: () => this.destroyed,
+        readInto: async (buffer, length) => {
+          const { bytesRead } = await this.handle.read(buffer, 0, length, this.position)
+          if (bytesRead === 0) throw new Error('file ended before the expected size')
+          this.position += bytesRead
+          return bytesRead
         }
-        if (buffer === undefined) {
-          // Every buffer of ours is with the socket: the next write callback frees one.
-          await new Promise<void>((resolve) => { waiting = resolve })
-          continue
-        }
-        const length = Math.min(buffer.length, this.end - this.position + 1)
-        let bytesRead: number
-        try {
-          ({ bytesRead } = await this.handle.read(buffer, 0, length, this.position))
-        } catch (err) {
-          mine.push(buffer)
-          throw err
-        }
-        if (bytesRead === 0) {
-          mine.push(buffer)
-          throw new Error('file ended before the expected size')
-        }
-        this.position += bytesRead
-        if (writeError !== undefined) {
-          mine.push(buffer)
-          throw writeError
-        }
-        inFlight.add(buffer)
-        const chunk = buffer
-        const hasRoom = sink.write(chunk.subarray(0, bytesRead), (err) => {
-          if (!inFlight.delete(chunk)) return // already written off (see below)
-          if (err !== null && err !== undefined) writeError ??= err
-          if (isFinished) {
-            if (chunk !== own) {
-              held--
-              pool.release(chunk)
-            }
-          } else {
-            mine.push(chunk)
-          }
-          wake()
-        })
-        if (!hasRoom && !sink.destroyed) {
-          await new Promise<void>((resolve) => {
-            const onDrain = (): void => { sink.removeListener('close', onDrainClose); resolve() }
-            const onDrainClose = (): void => { sink.removeListener('drain', onDrain); resolve() }
-            sink.once('drain', onDrain)
-            sink.once('close', onDrainClose)
-          })
-        }
-      }
-      while (inFlight.size > 0 && writeError === undefined) await new Promise<void>((resolve) => { waiting = resolve })
-      if (writeError !== undefined) throw writeError
+      }, signal, pool)
     } finally {
-      isFinished = true
-      sink.removeListener('close', onClose)
-      signal?.removeEventListener('abort', onClose)
-      for (const buffer of mine.splice(0)) {
-        if (buffer === own) continue
-        held--
-        pool.release(buffer)
-      }
-      if (own !== undefined) inFlight.delete(own)
-      if (inFlight.size > 0) writeOffAfterClose(sink, inFlight, pool)
       this.destroy()
     }
+  }
+}
+
+/** What `sendChunks` reads from: a file range, or one still being written. */
+export interface ChunkSource {
+  /** Bytes still to send. */
+  remaining(): number
+  /** True once the source was destroyed (an abort, a close): sending stops. */
+  isDestroyed(): boolean
+  /** Fills `buffer[0..)` with 1 to `length` next bytes and advances; rejects when it cannot. */
+  readInto(buffer: Buffer, length: number): Promise<number>
+}
+
+/**
+ * Writes `source` to `sink`; resolves when every byte was handed to it. Buffers come from `pool`
+ * (shared by every response), up to `MAX_SEND_BUFFERS_PER_RESPONSE`, each refilled only after the
+ * socket took its previous bytes (the write callback); a response that finds none sends through
+ * one `FALLBACK_SEND_BYTES` buffer of its own, so no download ever waits for another one's client.
+ */
+export async function sendChunks (sink: ByteSink, source: ChunkSource, signal?: AbortSignal, pool: BufferPool = sendBufferPool): Promise<void> {
+  const mine: Buffer[] = [] // taken from the pool and not in flight
+  const inFlight = new Set<Buffer>()
+  let own: Buffer | undefined
+  let held = 0
+  let isFinished = false
+  let waiting: (() => void) | undefined
+  let writeError: Error | undefined
+  const wake = (): void => {
+    const w = waiting
+    waiting = undefined
+    w?.()
+  }
+  const onClose = (): void => { writeError ??= prematureClose(); wake() }
+  sink.once('close', onClose)
+  signal?.addEventListener('abort', onClose, { once: true })
+  try {
+    while (source.remaining() > 0) {
+      if (source.isDestroyed()) writeError ??= prematureClose()
+      if (writeError !== undefined) throw writeError
+      let buffer = mine.pop()
+      if (buffer === undefined && held < MAX_SEND_BUFFERS_PER_RESPONSE) {
+        buffer = pool.tryAcquire()
+        if (buffer !== undefined) held++
+        else if (held === 0 && own === undefined) buffer = own = Buffer.allocUnsafe(FALLBACK_SEND_BYTES)
+      }
+      if (buffer === undefined) {
+        // Every buffer of ours is with the socket: the next write callback frees one.
+        await new Promise<void>((resolve) => { waiting = resolve })
+        continue
+      }
+      const length = Math.min(buffer.length, source.remaining())
+      let bytesRead: number
+      try {
+        bytesRead = await source.readInto(buffer, length)
+      } catch (err) {
+        mine.push(buffer)
+        throw err
+      }
+      if (writeError !== undefined) {
+        mine.push(buffer)
+        throw writeError
+      }
+      inFlight.add(buffer)
+      const chunk = buffer
+      const hasRoom = sink.write(chunk.subarray(0, bytesRead), (err) => {
+        if (!inFlight.delete(chunk)) return // already written off (see below)
+        if (err !== null && err !== undefined) writeError ??= err
+        if (isFinished) {
+          if (chunk !== own) {
+            held--
+            pool.release(chunk)
+          }
+        } else {
+          mine.push(chunk)
+        }
+        wake()
+      })
+      if (!hasRoom && !sink.destroyed) {
+        await new Promise<void>((resolve) => {
+          const onDrain = (): void => { sink.removeListener('close', onDrainClose); resolve() }
+          const onDrainClose = (): void => { sink.removeListener('drain', onDrain); resolve() }
+          sink.once('drain', onDrain)
+          sink.once('close', onDrainClose)
+        })
+      }
+    }
+    while (inFlight.size > 0 && writeError === undefined) await new Promise<void>((resolve) => { waiting = resolve })
+    if (writeError !== undefined) throw writeError
+  } finally {
+    isFinished = true
+    sink.removeListener('close', onClose)
+    signal?.removeEventListener('abort', onClose)
+    for (const buffer of mine.splice(0)) {
+      if (buffer === own) continue
+      held--
+      pool.release(buffer)
+    }
+    if (own !== undefined) inFlight.delete(own)
+    if (inFlight.size > 0) writeOffAfterClose(sink, inFlight, pool)
   }
 }
 

@@ -7,6 +7,9 @@ import os from 'node:os'
 import path from 'node:path'
 import type { Readable } from 'node:stream'
 import { setTimeout as delay } from 'node:timers/promises'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { BufferPool } from './buffer-pool.js'
 import { openGrowingFile, IngestStalledError } from './growing-file-stream.js'
 
 async function collect (stream: Readable): Promise<Buffer> {
@@ -185,5 +188,68 @@ describe('openGrowingFile', () => {
     await delay(100)
     assert.ok(stream.readableLength <= 2 * 16 * 1024, `buffered ${stream.readableLength}`)
     stream.destroy()
+  })
+
+  describe('sendTo (the response fast path, through a real socket)', () => {
+    /** A server whose only response is `send(res)`; resolves with the bytes a client got and send's outcome. */
+    async function serveOnce (send: (res: http.ServerResponse) => Promise<void>): Promise<{ body: Buffer, outcome: Error | undefined }> {
+      let outcome: Promise<Error | undefined> = Promise.resolve(undefined)
+      const server = http.createServer((_req, res) => {
+        outcome = send(res).then(() => { res.end(); return undefined }, (err: Error) => { res.destroy(); return err })
+      })
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+      try {
+        const port = (server.address() as AddressInfo).port
+        const body = await new Promise<Buffer>((resolve) => {
+          http.get({ host: '127.0.0.1', port, path: '/' }, (res) => {
+            const parts: Buffer[] = []
+            res.on('data', (c: Buffer) => parts.push(c))
+            res.on('end', () => resolve(Buffer.concat(parts)))
+            res.on('error', () => resolve(Buffer.concat(parts)))
+            res.on('aborted', () => resolve(Buffer.concat(parts)))
+          }).on('error', () => resolve(Buffer.alloc(0)))
+        })
+        return { body, outcome: await outcome }
+      } finally {
+        server.closeAllConnections()
+        await new Promise((resolve) => server.close(resolve))
+      }
+    }
+
+    it('sends a range of a file that grows, with pool buffers that all come back', async () => {
+      const bytes = randomBytes(3 * 1024 * 1024 + 777)
+      await fs.writeFile(file, bytes.subarray(0, 1000))
+      const pool = new BufferPool(256 * 1024, 2)
+      const stream = await openGrowingFile(file, { start: 10, end: bytes.length - 6, pollMs: 5 })
+      const writer = appendInSteps(file, bytes.subarray(1000), 23, 5)
+      const { body, outcome } = await serveOnce(async (res) => await stream.sendTo(res, undefined, pool))
+      await writer
+      assert.equal(outcome, undefined)
+      assert.ok(body.equals(bytes.subarray(10, bytes.length - 5)), `got ${body.length} bytes`)
+      assert.equal(pool.available, 2, 'every buffer came back')
+      await eventually(async () => await fdsPointingAt(file) === 0, 'the fd to be closed at the end')
+      await assert.rejects(stream.sendTo(new http.ServerResponse(new http.IncomingMessage(null as never))), /already/)
+    })
+
+    it('rejects with IngestStalledError, returns its buffers and closes the fd when the file stops growing', async () => {
+      await fs.writeFile(file, randomBytes(5000))
+      const pool = new BufferPool(64 * 1024, 4)
+      const stream = await openGrowingFile(file, { start: 0, end: 99_999, pollMs: 5, stallTimeoutMs: 150 })
+      const { body, outcome } = await serveOnce(async (res) => await stream.sendTo(res, undefined, pool))
+      assert.ok(outcome instanceof IngestStalledError, `outcome ${String(outcome)}`)
+      assert.equal(body.length, 5000, 'what was there was sent, then the response was cut')
+      await eventually(async () => pool.available === 4, 'every buffer to come back')
+      await eventually(async () => await fdsPointingAt(file) === 0, 'the fd to be closed after the stall')
+    })
+
+    it('stops waiting for bytes when the signal aborts', async () => {
+      await fs.writeFile(file, randomBytes(100))
+      const controller = new AbortController()
+      const stream = await openGrowingFile(file, { start: 0, end: 999_999, pollMs: 5, stallTimeoutMs: 60_000, signal: controller.signal })
+      setTimeout(() => { controller.abort() }, 60)
+      const { outcome } = await serveOnce(async (res) => await stream.sendTo(res, controller.signal))
+      assert.ok(outcome !== undefined, 'the send failed')
+      await eventually(async () => await fdsPointingAt(file) === 0, 'the fd to be closed after the abort')
+    })
   })
 })
