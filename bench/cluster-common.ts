@@ -405,8 +405,12 @@ export function childPids (pid: number): number[] {
   return readdirSync('/proc').filter((e) => /^\d+$/.test(e)).map(Number).filter((p) => procParent(p) === pid)
 }
 
-/** Processes whose CPU time is counted together: `pids` and their direct children (nginx workers). */
-export interface CpuWatch { name: string, pids: readonly number[] }
+/**
+ * Processes whose CPU time is counted together: `pids` and their direct children (nginx workers).
+ * `mainThreadOnly` counts only each pid's main thread (its other threads, e.g. spegel-ts's hash
+ * worker and libuv's pool, left out) and no children: the thread a Node process cannot outgrow.
+ */
+export interface CpuWatch { name: string, pids: readonly number[], mainThreadOnly?: boolean }
 
 /** User + system CPU seconds of each watch (processes and their direct children) now. */
 export async function cpuSnapshot (watches: readonly CpuWatch[]): Promise<Map<string, number>> {
@@ -414,7 +418,13 @@ export async function cpuSnapshot (watches: readonly CpuWatch[]): Promise<Map<st
   const out = new Map<string, number>(watches.map((w) => [w.name, 0]))
   if (watches.length === 0) return out
   const owner = new Map<number, string>()
-  for (const w of watches) for (const pid of w.pids) owner.set(pid, w.name)
+  for (const w of watches) {
+    if (w.mainThreadOnly === true) {
+      for (const pid of w.pids) out.set(w.name, out.get(w.name)! + (threadTicks(pid, pid) ?? 0) / ticks)
+      continue
+    }
+    for (const pid of w.pids) owner.set(pid, w.name)
+  }
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue
     const pid = Number(entry)
@@ -425,6 +435,17 @@ export async function cpuSnapshot (watches: readonly CpuWatch[]): Promise<Map<st
     if (s !== undefined) out.set(name, out.get(name)! + s.cpuTicks / ticks)
   }
   return out
+}
+
+/** User + system clock ticks of one thread of `pid`. */
+function threadTicks (pid: number, tid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return Number(rest[11]) + Number(rest[12])
+  } catch {
+    return undefined
+  }
 }
 
 function cpuDelta (before: Map<string, number>, after: Map<string, number>): Record<string, number> {

@@ -99,7 +99,7 @@ interface DataPath {
   b: ClusterNode
   layer: BlobRef
   manifest: BlobRef
-  watch: { a: CpuWatch, b: CpuWatch, nginxFile: CpuWatch, nginxRelay: CpuWatch }
+  watch: { a: CpuWatch, b: CpuWatch, bMain: CpuWatch, nginxFile: CpuWatch, nginxRelay: CpuWatch }
   nginxFile: Nginx
   nginxRelay: Nginx
   teardown: () => Promise<void>
@@ -133,7 +133,7 @@ async function setUpDataPath (workDir: string, opts: Options): Promise<DataPath>
     b,
     layer,
     manifest,
-    watch: { a: { name: 'node a', pids: [a.spegel.process.pid!] }, b: { name: 'node b', pids: [b.spegel.process.pid!] }, nginxFile: nginxFile.watch, nginxRelay: nginxRelay.watch },
+    watch: { a: { name: 'node a', pids: [a.spegel.process.pid!] }, b: { name: 'node b', pids: [b.spegel.process.pid!] }, bMain: { name: 'node b main thread', pids: [b.spegel.process.pid!], mainThreadOnly: true }, nginxFile: nginxFile.watch, nginxRelay: nginxRelay.watch },
     nginxFile,
     nginxRelay,
     teardown: async () => {
@@ -161,6 +161,8 @@ interface Target {
   blobUrl: string
   headUrl: string
   server: CpuWatch
+  /** The server's main thread alone (spegel-ts hashes relayed blobs on a worker thread). */
+  serverMain?: CpuWatch
   origin?: CpuWatch
 }
 
@@ -170,7 +172,7 @@ function targets (dp: DataPath): Record<TargetName, Target> {
   return {
     'spegel local': { name: 'spegel local', blobUrl: dp.a.spegel.registryUrl + blobPath, headUrl: dp.a.spegel.registryUrl + headPath, server: dp.watch.a },
     'nginx file': { name: 'nginx file', blobUrl: `${dp.nginxFile.url}/${hexOf(dp.layer.digest)}`, headUrl: `${dp.nginxFile.url}/${hexOf(dp.manifest.digest)}`, server: dp.watch.nginxFile },
-    'spegel via b': { name: 'spegel via b', blobUrl: dp.b.spegel.registryUrl + blobPath, headUrl: dp.b.spegel.registryUrl + headPath, server: dp.watch.b, origin: dp.watch.a },
+    'spegel via b': { name: 'spegel via b', blobUrl: dp.b.spegel.registryUrl + blobPath, headUrl: dp.b.spegel.registryUrl + headPath, server: dp.watch.b, serverMain: dp.watch.bMain, origin: dp.watch.a },
     'nginx relay': { name: 'nginx relay', blobUrl: dp.nginxRelay.url + blobPath, headUrl: dp.nginxRelay.url + headPath, server: dp.watch.nginxRelay, origin: dp.watch.a }
   }
 }
@@ -199,25 +201,28 @@ function* rotations<T> (items: readonly T[], runs: number): Generator<[number, T
 // ---------------------------------------------------------------------------------------------
 // Blob rows.
 
-interface BlobRun { mbPerSecond: number, seconds: number, serverCpuPerGiB: number, serverCpuPercent: number, originCpuPerGiB?: number }
+interface BlobRun { mbPerSecond: number, seconds: number, serverCpuPerGiB: number, serverCpuPercent: number, originCpuPerGiB?: number, mainThreadCpuPerGiB?: number }
 
 async function blobRun (t: Target, bytes: number): Promise<BlobRun> {
-  const watch = t.origin === undefined ? [t.server] : [t.server, t.origin]
+  const watch = [t.server, ...(t.origin === undefined ? [] : [t.origin]), ...(t.serverMain === undefined ? [] : [t.serverMain])]
   const r = await curlDownload(t.blobUrl, bytes, { watch, timeoutMs: CURL_TIMEOUT_MS })
   const server = r.cpuSeconds[t.server.name] ?? 0
   const origin = t.origin === undefined ? undefined : r.cpuSeconds[t.origin.name] ?? 0
+  const main = t.serverMain === undefined ? undefined : r.cpuSeconds[t.serverMain.name] ?? 0
   return {
     mbPerSecond: r.mbPerSecond,
     seconds: r.seconds,
     serverCpuPerGiB: server / (bytes / GIB),
     serverCpuPercent: r.seconds > 0 ? 100 * server / r.seconds : 0,
-    ...(origin === undefined ? {} : { originCpuPerGiB: origin / (bytes / GIB) })
+    ...(origin === undefined ? {} : { originCpuPerGiB: origin / (bytes / GIB) }),
+    ...(main === undefined ? {} : { mainThreadCpuPerGiB: main / (bytes / GIB) })
   }
 }
 
 function blobRunText (t: Target, r: BlobRun): string {
   const who = t.origin === undefined ? 'server' : 'relay'
   return `${t.name.padEnd(12)} ${fmt0(r.mbPerSecond).padStart(6)} MB/s  ${fixed(r.seconds, 2).padStart(6)} s  ${who} CPU ${fmt0(r.serverCpuPercent).padStart(3)} % of a core, ${fixed(r.serverCpuPerGiB, 2)} s/GiB` +
+    (r.mainThreadCpuPerGiB === undefined ? '' : ` (main thread ${fixed(r.mainThreadCpuPerGiB, 2)})`) +
     (r.originCpuPerGiB === undefined ? '' : `; holder a ${fixed(r.originCpuPerGiB, 2)} s/GiB`)
 }
 
@@ -557,7 +562,7 @@ async function measureRows (rows: readonly Row[], opts: Options, workDir: string
         const x = mbps('spegel via b')
         summary.push(`blob GET via mirror ${head}: spegel ${fmt0(x)} MB/s, one hop ${fmt0(mbps('spegel local'))}, nginx relay ${fmt0(mbps('nginx relay'))}: ` +
           `ratio ${ratio(x, mbps('spegel local'))}, ${ratio(x, mbps('nginx relay'))} (goals >= ${GOALS.blobMirrorOfOneHop}, >= ${GOALS.blobMirrorOfNginx.toFixed(1)}); ` +
-          `relaying node CPU s/GiB: spegel ${cpu('spegel via b')}, nginx ${cpu('nginx relay')} ` +
+          `relaying node CPU s/GiB: spegel ${cpu('spegel via b')} (main thread ${fixed(medianOf(b, 'spegel via b', (r) => r.mainThreadCpuPerGiB ?? Number.NaN), 2)}), nginx ${cpu('nginx relay')} ` +
           `(holder a behind them: ${fixed(medianOf(b, 'spegel via b', (r) => r.originCpuPerGiB ?? Number.NaN), 2)}, ${fixed(medianOf(b, 'nginx relay', (r) => r.originCpuPerGiB ?? Number.NaN), 2)})`)
       }
     }

@@ -16,7 +16,10 @@ export const ARRIVING_STALE_MS = 5_000
 /** A reader at the end of the file gives up after this long without a new byte (see above). */
 export const ARRIVING_STALL_TIMEOUT_MS = 8_000
 
-/** Read size for a blob served while it arrives; memory per reader is about twice this. */
+/**
+ * Read size when a blob that is still arriving is read as a stream; memory per reader is about
+ * twice this. The handler sends it with `sendTo` instead, through the shared 1 MiB send pool.
+ */
 export const ARRIVING_READ_BYTES = 256 * 1024
 
 export interface ArrivingBlobsComponents {

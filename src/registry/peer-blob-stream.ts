@@ -1,10 +1,10 @@
-import { createHash, type Hash } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { parseDigest, type RangeSpec, type ResolvedRange } from '../oci/index.js'
 import type { Logger } from '../observability/logger.js'
 import type { Peer } from '../routing/index.js'
 import { prematureClose, type ByteSink } from '../store/file-range-stream.js'
 import type { BodyChunk } from './peer-http.js'
+import { HashSession } from './hash-worker.js'
 import { DigestMismatchError, PeerFetchError, discardBody, type PeerResponse } from './peer-fetch.js'
 
 /** Resumes in a row that deliver no byte before a blob stream is given up. */
@@ -26,6 +26,8 @@ export interface PeerBlobStreamInit {
   /** Called once when the stream is done, whatever the outcome (stops the peer lookup). */
   onEnd: () => void
   log: Logger
+  /** Hash on the worker thread (hash-worker.ts); false hashes on this thread. Default true. */
+  isHashOffloaded?: boolean
 }
 
 /**
@@ -42,7 +44,7 @@ export interface PeerBlobStreamInit {
 export class PeerBlobStream extends Readable {
   readonly #init: PeerBlobStreamInit
   readonly #target: ResolvedRange
-  readonly #hash: Hash | undefined
+  readonly #hash: HashSession | undefined
   readonly #contributors = new Set<string>()
   #current: PeerResponse | undefined
   #offset: number
@@ -57,7 +59,7 @@ export class PeerBlobStream extends Readable {
     this.#init = init
     const { descriptor, range } = init.first
     this.#target = range ?? { start: 0, end: descriptor.sizeBytes - 1 }
-    this.#hash = init.isWhole ? createHash(parseDigest(descriptor.digest).algorithm) : undefined
+    this.#hash = init.isWhole ? new HashSession(parseDigest(descriptor.digest).algorithm, { isOffloaded: init.isHashOffloaded }) : undefined
     this.#current = init.first
     this.#offset = this.#target.start
   }
@@ -80,12 +82,12 @@ export class PeerBlobStream extends Readable {
       if (writeError !== undefined) throw writeError
     }
     try {
-      await this.#pump(async (data, chunk, body) => {
+      await this.#pump(async (data, release) => {
         check()
         inFlight++
         sink.write(data, (err) => {
           inFlight--
-          if (chunk !== undefined) body.release(chunk)
+          release()
           if (err !== null && err !== undefined) writeError ??= err
           wake()
         })
@@ -110,9 +112,9 @@ export class PeerBlobStream extends Readable {
     waiter?.()
     if (this.#isStarted) return
     this.#claim()
-    this.#pump(async (data, chunk, body) => {
+    this.#pump(async (data, release) => {
       const copy = Buffer.from(data)
-      if (chunk !== undefined) body.release(chunk)
+      release()
       if (!this.push(copy)) await new Promise<void>((resolve) => { this.#pushWaiter = resolve })
     }, () => {
       if (this.destroyed) throw prematureClose()
@@ -133,11 +135,12 @@ export class PeerBlobStream extends Readable {
   }
 
   /**
-   * Reads the peers' bodies and hands every byte of the range to `write` (with the peer buffer
-   * behind it, to release once written), resuming after failures; the last byte of a whole blob
-   * is passed only after the digest checked out.
+   * Reads the peers' bodies and hands every byte of the range to `write` (with a `release` to call
+   * once the bytes are written: the peer buffer behind them goes back when both the write and the
+   * hash are done with it), resuming after failures; the last byte of a whole blob is passed only
+   * after the digest checked out.
    */
-  async #pump (write: (data: Buffer, chunk: BodyChunk | undefined, body: PeerResponse['body']) => Promise<void>, check: () => void): Promise<void> {
+  async #pump (write: (data: Buffer, release: () => void) => Promise<void>, check: () => void): Promise<void> {
     const { log } = this.#init
     const { descriptor } = this.#init.first
     const target = this.#target
@@ -178,7 +181,8 @@ export class PeerBlobStream extends Readable {
               body.release(chunk)
               throw new PeerFetchError(peer, `peer sent more than the ${target.end - target.start + 1} bytes announced`)
             }
-            this.#hash?.update(data)
+            const release = this.#releaser(chunk, body)
+            this.#hash?.update(data, release)
             this.#offset += data.length
             let out = data
             if (this.#hash !== undefined && this.#offset === target.end + 1) {
@@ -188,9 +192,9 @@ export class PeerBlobStream extends Readable {
               out = data.subarray(0, data.length - 1)
             }
             if (out.length > 0) {
-              await write(out, chunk, body)
+              await write(out, release)
             } else {
-              body.release(chunk)
+              release()
             }
           }
           if (this.#offset <= target.end) throw new PeerFetchError(peer, `body ended after ${this.#offset - target.start} of ${target.end - target.start + 1} bytes`)
@@ -214,7 +218,7 @@ export class PeerBlobStream extends Readable {
 
       if (this.#hash !== undefined) {
         const { algorithm } = parseDigest(descriptor.digest)
-        const actual = `${algorithm}:${this.#hash.digest('hex')}`
+        const actual = `${algorithm}:${await this.#hash.digest()}`
         if (actual !== descriptor.digest) {
           const peerIds = [...this.#contributors]
           this.#init.onCorrupt(peerIds)
@@ -222,11 +226,20 @@ export class PeerBlobStream extends Readable {
           throw new DigestMismatchError(descriptor.digest, actual, peerIds)
         }
         check()
-        if (held !== undefined) await write(held, undefined, this.#init.first.body)
+        if (held !== undefined) await write(held, () => {})
       }
     } finally {
+      this.#hash?.abort()
       if (this.#current !== undefined && !this.#current.body.isComplete) discardBody(this.#current.body)
       this.#finish()
+    }
+  }
+
+  /** A `release` for `chunk`: gives its buffer back on the second call (the write's and the hash's) when hashing, on the first otherwise. */
+  #releaser (chunk: BodyChunk, body: PeerResponse['body']): () => void {
+    let calls = this.#hash === undefined ? 1 : 2
+    return () => {
+      if (--calls === 0) body.release(chunk)
     }
   }
 

@@ -71,9 +71,17 @@ const freeSmallBuffers: Buffer[] = []
 const SMALL_BUFFERS_KEPT = 512
 
 function takeBuffer (): Buffer {
-  if (largeBuffersOut >= MAX_LARGE_BUFFERS_OUT) return freeSmallBuffers.pop() ?? Buffer.allocUnsafeSlow(SMALL_READ_BUFFER_BYTES)
+  if (largeBuffersOut >= MAX_LARGE_BUFFERS_OUT) return freeSmallBuffers.pop() ?? sharedBuffer(SMALL_READ_BUFFER_BYTES)
   largeBuffersOut++
-  return freeBuffers.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER_BYTES)
+  return freeBuffers.pop() ?? sharedBuffer(READ_BUFFER_BYTES)
+}
+
+/**
+ * Body buffers live in shared memory so that the hash worker (hash-worker.ts) reads the bytes in
+ * place while the same buffer is written to the client; plain buffers would be copied to it.
+ */
+function sharedBuffer (bytes: number): Buffer {
+  return Buffer.from(new SharedArrayBuffer(bytes))
 }
 
 function giveBuffer (buffer: Buffer): void {
