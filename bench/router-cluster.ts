@@ -67,9 +67,15 @@ let nextCommandId = 1
  */
 export const PRODUCTION_NODE_OPTIONS = '--max-semi-space-size=1'
 
+/**
+ * V8 flags that NODE_OPTIONS refuses (--no-opt, --optimize-for-size, ...), to measure what they
+ * would give on the command line: SPEGEL_BENCH_NODE_ARGS='--optimize-for-size' (space-separated).
+ */
+const EXTRA_NODE_ARGS = (process.env.SPEGEL_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
+
 export function spawnNode (script: string, config: object, base: Omit<NodeProc, 'child' | 'pid' | 'stderr' | 'exited' | 'replies' | 'waiters'>): NodeProc {
   const env = { ...process.env, NODE_OPTIONS: process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS }
-  const child = spawn(process.execPath, [script, JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'pipe'], env })
+  const child = spawn(process.execPath, [...EXTRA_NODE_ARGS, script, JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'pipe'], env })
   if (child.pid === undefined) throw new Error(`cannot spawn ${script}`)
   const node: NodeProc = { ...base, child, pid: child.pid, stderr: '', exited: false, replies: new Map(), waiters: new Map() }
   child.once('exit', () => { node.exited = true })

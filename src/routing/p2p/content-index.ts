@@ -1,6 +1,7 @@
 import type { Peer } from '../types.js'
 import { compareKeys, expandKey, type DeltaBody, type RecordBody, type VersionEntry } from './codec.js'
 import { MAX_INDEX_KEYS, MAX_INDEX_RECORDS, MAX_RECORD_KEYS } from './constants.js'
+import { KeySlots } from './digest-table.js'
 import type { AddressClaims, LimitName } from './record-auth.js'
 
 /** What this node knows of one other node: its record (as its origin signed it) plus liveness. */
@@ -85,15 +86,16 @@ interface Seen {
 /**
  * The replicated cluster index: every other node's record, keyed for local lookups.
  *
- * Memory is the point of the layout. There is one Map from compact key (see codec.compactKey)
- * to the slot of the one node holding it (a small integer, no allocation) or an array of slots;
- * records do not keep their own key lists. Operations that need a record's keys (answering a
- * sync, replacing or dropping a record) scan the Map once, which costs milliseconds at 150k keys
- * and happens on version changes only, not per lookup or per delta.
+ * Memory is the point of the layout. There is one table from compact key (see codec.compactKey)
+ * to the slot of the one node holding it (a small integer, no allocation) or an array of slots,
+ * with sha256 digests packed as 32 bytes each (digest-table.ts); records do not keep their own
+ * key lists. Operations that need a record's keys (answering a sync, replacing or dropping a
+ * record) scan the table once, which costs milliseconds at 150k keys and happens on version
+ * changes only, not per lookup or per delta.
  */
 export class ContentIndex {
   readonly #init: ContentIndexInit
-  readonly #keys = new Map<string, number | number[]>()
+  readonly #keys = new KeySlots()
   readonly #records = new Map<string, IndexRecord>()
   readonly #slots: Array<IndexRecord | undefined> = []
   readonly #freeSlots: number[] = []
@@ -482,13 +484,7 @@ export class ContentIndex {
       out.set(origin, list)
     }
     if (bySlot.size === 0) return out
-    for (const [k, v] of this.#keys) {
-      if (typeof v === 'number') {
-        bySlot.get(v)?.push(k)
-      } else {
-        for (const slot of v) bySlot.get(slot)?.push(k)
-      }
-    }
+    this.#keys.collect(bySlot)
     return out
   }
 
@@ -505,48 +501,15 @@ export class ContentIndex {
   }
 
   #dropSlotsFromKeys (slots: ReadonlySet<number>): void {
-    for (const [k, v] of this.#keys) {
-      if (typeof v === 'number') {
-        if (slots.has(v)) this.#keys.delete(k)
-        continue
-      }
-      const kept = v.filter((s) => !slots.has(s))
-      if (kept.length === v.length) continue
-      if (kept.length === 0) this.#keys.delete(k)
-      else if (kept.length === 1) this.#keys.set(k, kept[0] as number)
-      else this.#keys.set(k, kept)
-    }
+    this.#keys.dropSlots(slots)
   }
 
   #addKey (k: string, slot: number): boolean {
-    const v = this.#keys.get(k)
-    if (v === undefined) {
-      this.#keys.set(k, slot)
-      return true
-    }
-    if (typeof v === 'number') {
-      if (v === slot) return false
-      this.#keys.set(k, [v, slot])
-      return true
-    }
-    if (v.includes(slot)) return false
-    v.push(slot)
-    return true
+    return this.#keys.add(k, slot)
   }
 
   #removeKey (k: string, slot: number): boolean {
-    const v = this.#keys.get(k)
-    if (v === undefined) return false
-    if (typeof v === 'number') {
-      if (v !== slot) return false
-      this.#keys.delete(k)
-      return true
-    }
-    const i = v.indexOf(slot)
-    if (i < 0) return false
-    v.splice(i, 1)
-    if (v.length === 1) this.#keys.set(k, v[0] as number)
-    return true
+    return this.#keys.remove(k, slot)
   }
 }
 
