@@ -67,6 +67,10 @@ async function main (): Promise<void> {
 
   const rows: Row[] = []
   for (const nodes of opts.nodes) {
+    // Both modes' clusters stay up and their runs alternate (on, off, off, on, ...): on 2 shared
+    // cores the machine's load drifts over minutes, and a mode whose runs all came first would
+    // carry that drift into the ratio. An idle cluster costs next to nothing.
+    const clusters: Array<{ mode: StormMode, cluster: Cluster, row: Row, teardown: () => Promise<void> }> = []
     for (const mode of opts.modes) {
       const cluster: Cluster = await startStormCluster({ nodes, upstream, mode, ...(opts.wait === '' ? {} : { wait: opts.wait }) })
       const teardown = onCleanup('cluster', async () => { await cluster.dispose() }, () => {
@@ -79,7 +83,10 @@ async function main (): Promise<void> {
       })
       const row: Row = { nodes, mode, runs: [] }
       rows.push(row)
-      for (let r = 1; r <= opts.runs; r++) {
+      clusters.push({ mode, cluster, row, teardown })
+    }
+    for (let r = 1; r <= opts.runs; r++) {
+      for (const { mode, cluster, row } of r % 2 === 1 ? clusters : [...clusters].reverse()) {
         const img = await pushStormImage(upstream, workDir, `n${nodes}-${mode}-r${r}`, opts.layers, layerBytes)
         await upstream.resetCounters()
         const outcomesBefore = await stormOutcomes(cluster.nodes)
@@ -115,8 +122,8 @@ async function main (): Promise<void> {
           (outcomes === '' ? '' : `; nodes' pull-storm waits: ${outcomes}`) + `; CPU s ${cpu}`)
         for (const f of failed) log(`  ${f.node} failed after ${fixed(f.ms / 1000, 2)} s: ${(f.error ?? '').split('\n').slice(-1)[0]?.slice(0, 300) ?? ''}`)
       }
-      await teardown()
     }
+    for (const { teardown } of clusters) await teardown()
   }
 
   log('')
