@@ -104,6 +104,23 @@ describe('PullStorm', () => {
     late.storm.close()
   })
 
+  it('waits past the bound, up to twice it, for a live node that took the job and is slow to start', async () => {
+    const digest = digestOf('slow-start')
+    const network = new MemoryRouterNetwork()
+    const [fetcher, waiter] = makeNodes(['f1', 'w1'], { waitMs: 300, collectMs: 30 }, network)
+    assert.ok(fetcher !== undefined && waiter !== undefined)
+    const signal = new AbortController().signal
+    // The fetcher takes the job alone, before the waiter asks: the waiter sees its fetching: key.
+    assert.equal(await fetcher.storm.await(digest, signal), 'chosen')
+    const outcome = waiter.storm.await(digest, signal)
+    // Its download shows after 1.5 times the wait: within the grace, so the waiter streams it.
+    startDownloadWhenChosen(fetcher, digest, 450)
+    assert.equal(await outcome, 'source')
+    assert.deepEqual(waiter.outcomes, ['source'])
+    fetcher.storm.close()
+    waiter.storm.close()
+  })
+
   it('never waits longer than the bound when the chosen node never delivers', async () => {
     const nodes = makeNodes(IDS.slice(0, 3), { waitMs: 300, collectMs: 30 })
     const digest = digestOf('dead-layer')

@@ -75,6 +75,8 @@ export const DEFAULT_POLL_MS = 20
 export const DEFAULT_FETCHING_TTL_MS = 15_000
 export const DEFAULT_MAX_WAITING = 256
 export const DEFAULT_UPSTREAM_FAILURE_MEMORY_MS = 5 * 60_000
+/** While a usable node advertises `fetching:`, a wait may last this many times `waitMs` in all. */
+export const FETCHING_GRACE_FACTOR = 2
 /** Longer than any layer download; after it, a download still under way is no longer called ours. */
 const FIRST_HAND_TTL_MS = 30 * 60_000
 const MAX_FIRST_HAND = 1024
@@ -243,7 +245,13 @@ export class PullStorm {
         if (this.#fetching.has(digest)) return this.#end(digest, 'chosen')
         if (await this.hasSource(digest)) return this.#end(digest, 'source')
         const elapsed = performance.now() - started
-        if (elapsed >= this.#waitMs) return this.#take(digest, 'timeout')
+        // A live node that took the job has got its 404 and its containerd is on the way
+        // upstream; on busy nodes its download took more than 2 s to show (10 nodes on 2 cores,
+        // bench/pull-storm.ts), and giving up then only sent one more copy upstream. So while one
+        // is known, the wait may run as long again, and no longer.
+        if (elapsed >= this.#waitMs && (elapsed >= FETCHING_GRACE_FACTOR * this.#waitMs || !await this.#isAdvertised(fetchingKey(digest)))) {
+          return this.#take(digest, 'timeout')
+        }
         if (isCandidate && elapsed >= this.#collectMs && !await this.#isAdvertised(fetchingKey(digest))) {
           const isUsable = this.#c.isUsable
           const wanters = (await advertisers(router, want, 256)).filter((p) => isUsable === undefined || isUsable(p.id))
