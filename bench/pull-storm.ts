@@ -98,10 +98,14 @@ async function main (): Promise<void> {
           { name: 'nginx', pids: upstream.nginxPid === undefined ? [] : [upstream.nginxPid] },
           { name: 'registry', pids: upstream.registryPid === undefined ? [] : [upstream.registryPid] }
         ]
-        const cpuBefore = await cpuSnapshot(watches)
+        // And per spegel-ts node: which node's relay work (a holder serving its download to the
+        // others, or a receiver) the extra CPU of the feature goes to.
+        const perNode: CpuWatch[] = cluster.nodes.map((n, i) => ({ name: `node ${i}`, pids: n.spegel.process.pid === undefined ? [] : [n.spegel.process.pid] }))
+        const cpuBefore = await cpuSnapshot([...watches, ...perNode])
         const pulls = await pullEverywhere(cluster.nodes, img.ref, { staggerMs: opts.staggerMs })
-        const cpuAfter = await cpuSnapshot(watches)
-        const cpu = watches.map((w) => `${w.name} ${fixed((cpuAfter.get(w.name) ?? 0) - (cpuBefore.get(w.name) ?? 0), 1)}`).join(', ')
+        const cpuAfter = await cpuSnapshot([...watches, ...perNode])
+        const used = (w: CpuWatch): number => (cpuAfter.get(w.name) ?? 0) - (cpuBefore.get(w.name) ?? 0)
+        const cpu = watches.map((w) => `${w.name} ${fixed(used(w), 1)}`).join(', ') + ` (spegel-ts per node ${perNode.map((w) => fixed(used(w), 1)).join(' ')})`
         const stats = await upstream.stats()
         const outcomesAfter = await stormOutcomes(cluster.nodes)
         const outcomes = [...outcomesAfter].map(([k, v]) => `${k} ${v - (outcomesBefore.get(k) ?? 0)}`).join(', ')

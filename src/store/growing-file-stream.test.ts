@@ -231,6 +231,22 @@ describe('openGrowingFile', () => {
       await assert.rejects(stream.sendTo(new http.ServerResponse(new http.IncomingMessage(null as never))), /already/)
     })
 
+    it('serves nine readers of one growing file at once (one shared look at its end), each exactly', async () => {
+      const bytes = randomBytes(2 * 1024 * 1024 + 99)
+      await fs.writeFile(file, bytes.subarray(0, 10))
+      const pool = new BufferPool(128 * 1024, 8)
+      const streams = await Promise.all(Array.from({ length: 9 }, async (_, i) => await openGrowingFile(file, { start: i * 1000, end: bytes.length - 1, pollMs: 5 })))
+      const writer = appendInSteps(file, bytes.subarray(10), 31, 4)
+      const results = await Promise.all(streams.map(async (stream) => await serveOnce(async (res) => await stream.sendTo(res, undefined, pool))))
+      await writer
+      for (const [i, { body, outcome }] of results.entries()) {
+        assert.equal(outcome, undefined, `reader ${i}`)
+        assert.ok(body.equals(bytes.subarray(i * 1000)), `reader ${i} got ${body.length} bytes`)
+      }
+      assert.equal(pool.available, 8, 'every buffer came back')
+      await eventually(async () => await fdsPointingAt(file) === 0, 'every fd to be closed')
+    })
+
     it('rejects with IngestStalledError, returns its buffers and closes the fd when the file stops growing', async () => {
       await fs.writeFile(file, randomBytes(5000))
       const pool = new BufferPool(64 * 1024, 4)

@@ -33,6 +33,95 @@ export const GROWING_STALL_TIMEOUT_MS = 10_000
 export const GROWING_HIGH_WATER_MARK = 64 * 1024
 
 /**
+ * Longest a reader that sends with `sendTo` sleeps at the end of the file before it looks at its
+ * own stall and abandon checks again, when the file does not grow meanwhile.
+ */
+const GROWTH_CHECK_MS = 250
+
+interface GrowthWaiter {
+  readonly handle: FileHandle
+  readonly position: number
+  readonly wake: () => void
+}
+
+/**
+ * Readers of one file waiting at its end, with one `fstat` per poll for all of them.
+ *
+ * Why: a node that fetched a layer upstream in a pull storm serves it to every other node while
+ * it arrives, so ten nodes put nine readers on each file. Each polling on its own (a read that
+ * returns nothing, then an fstat, every 20 ms) made hundreds of thread-pool calls a second on
+ * the node that also downloads and unpacks. One look per file wakes exactly the readers the
+ * file has grown past.
+ */
+class SharedGrowth {
+  readonly #key: string
+  readonly #pollMs: number
+  readonly #waiters = new Set<GrowthWaiter>()
+  #timer: NodeJS.Timeout | undefined
+  #isLooking = false
+
+  constructor (key: string, pollMs: number) {
+    this.#key = key
+    this.#pollMs = pollMs
+  }
+
+  /** Resolves once the file holds bytes past `position`, is unlinked, or after `maxMs`. */
+  async wait (handle: FileHandle, position: number, maxMs: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => { done() }, maxMs)
+      const waiter: GrowthWaiter = { handle, position, wake: () => { done() } }
+      const done = (): void => {
+        clearTimeout(timer)
+        this.#waiters.delete(waiter)
+        this.#release()
+        resolve()
+      }
+      this.#waiters.add(waiter)
+      this.#schedule()
+    })
+  }
+
+  #schedule (): void {
+    if (this.#timer !== undefined || this.#isLooking) return
+    this.#timer = setTimeout(() => { void this.#look() }, this.#pollMs)
+  }
+
+  async #look (): Promise<void> {
+    this.#timer = undefined
+    const first = this.#waiters.values().next().value
+    if (first === undefined) return
+    this.#isLooking = true
+    let size = Number.POSITIVE_INFINITY // on an error, every reader reads and sees it for itself
+    try {
+      const stats = await first.handle.stat()
+      if (stats.nlink > 0) size = stats.size
+    } catch {}
+    this.#isLooking = false
+    for (const waiter of [...this.#waiters]) if (size > waiter.position) waiter.wake()
+    if (this.#waiters.size > 0) this.#schedule()
+  }
+
+  #release (): void {
+    if (this.#waiters.size > 0) return
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#timer = undefined
+    if (sharedGrowth.get(this.#key) === this) sharedGrowth.delete(this.#key)
+  }
+}
+
+/** Per file (device and inode, the same across containerd's rename on commit). */
+const sharedGrowth = new Map<string, SharedGrowth>()
+
+function growthOf (key: string, pollMs: number): SharedGrowth {
+  let growth = sharedGrowth.get(key)
+  if (growth === undefined) {
+    growth = new SharedGrowth(key, pollMs)
+    sharedGrowth.set(key, growth)
+  }
+  return growth
+}
+
+/**
  * Bytes `start..end` of a file another process is still appending to (a containerd ingest's
  * `data`). Positional reads on one fd: when containerd commits, it renames the file into the blob
  * store and this fd keeps reading the same inode, so a commit mid-read changes nothing.
@@ -55,11 +144,14 @@ class GrowingFileStream extends Readable {
   #isEnded = false
   /** Read as a Readable or sent with sendTo: one or the other, once. */
   #isClaimed = false
+  /** `dev:ino`, to share the end-of-file looks with other readers of the file (SharedGrowth). */
+  #fileKey: string | undefined
 
-  constructor (handle: FileHandle, options: GrowingFileOptions) {
+  constructor (handle: FileHandle, options: GrowingFileOptions, fileKey?: string) {
     const highWaterMark = options.highWaterMark ?? GROWING_HIGH_WATER_MARK
     super({ highWaterMark })
     this.#handle = handle
+    this.#fileKey = fileKey
     this.#position = options.start
     this.#end = options.end
     this.#pollMs = options.pollMs ?? GROWING_POLL_MS
@@ -168,7 +260,9 @@ class GrowingFileStream extends Readable {
             const bytesRead = await this.#readAt(buffer, length)
             if (bytesRead > 0) return bytesRead
             if (this.destroyed) throw prematureClose()
-            await sleep(this.#endOfFileWaitMs())
+            const waitMs = this.#endOfFileWaitMs()
+            if (this.#fileKey === undefined) await sleep(waitMs)
+            else await growthOf(this.#fileKey, this.#pollMs).wait(this.#handle, this.#position, Math.max(waitMs, Math.min(GROWTH_CHECK_MS, this.#stallTimeoutMs - (Date.now() - this.#lastProgressMs))))
             if (this.destroyed) throw prematureClose()
           }
         }
@@ -207,7 +301,12 @@ export async function openGrowingFile (path: string, options: GrowingFileOptions
     await handle.close()
     options.signal.throwIfAborted()
   }
-  const stream = new GrowingFileStream(handle, options)
+  let fileKey: string | undefined
+  try {
+    const stats = await handle.stat()
+    fileKey = `${stats.dev}:${stats.ino}`
+  } catch {}
+  const stream = new GrowingFileStream(handle, options, fileKey)
   if (options.signal !== undefined) addAbortSignal(options.signal, stream)
   return stream
 }
