@@ -105,7 +105,9 @@ async function main (): Promise<void> {
         const pulls = await pullEverywhere(cluster.nodes, img.ref, { staggerMs: opts.staggerMs })
         const cpuAfter = await cpuSnapshot([...watches, ...perNode])
         const used = (w: CpuWatch): number => (cpuAfter.get(w.name) ?? 0) - (cpuBefore.get(w.name) ?? 0)
-        const cpu = watches.map((w) => `${w.name} ${fixed(used(w), 1)}`).join(', ') + ` (spegel-ts per node ${perNode.map((w) => fixed(used(w), 1)).join(' ')})`
+        // A pid counts in one watch only: the spegel-ts total is the sum of its nodes.
+        const spegelTotal = perNode.reduce((sum, w) => sum + used(w), 0)
+        const cpu = watches.map((w) => `${w.name} ${fixed(w.name === 'spegel-ts' ? spegelTotal : used(w), 1)}`).join(', ') + ` (spegel-ts per node ${perNode.map((w) => fixed(used(w), 1)).join(' ')})`
         const stats = await upstream.stats()
         const outcomesAfter = await stormOutcomes(cluster.nodes)
         const outcomes = [...outcomesAfter].map(([k, v]) => `${k} ${v - (outcomesBefore.get(k) ?? 0)}`).join(', ')

@@ -107,6 +107,7 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
   const mirror = createMirror({ router: routerProxy, log, metrics, ...(storm.isEnabled ? { storm, expectedSize: (digest: string) => arriving.expectedSize(digest) } : {}) }, {
     resolveTimeoutMs: config.mirrorResolveTimeoutMs,
     resolveRetries: config.mirrorResolveRetries,
+    parallelMinBytes: config.mirrorParallelMinBytes,
     ...(basicAuth === undefined ? {} : { basicAuth }),
     inflightTimeoutMinMs: MIRROR_INFLIGHT_TIMEOUT_MIN_MS
   })

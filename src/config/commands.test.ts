@@ -39,6 +39,7 @@ describe('parseRegistryConfig', () => {
       mirrorResolveTimeoutMs: 20,
       mirrorResolveRetries: 3,
       pullStormWaitMs: 2000,
+      mirrorParallelMinBytes: 0,
       debugWebEnabled: true,
       bootstrapKind: 'dns',
       dnsBootstrapDomain: 'spegel-bootstrap',

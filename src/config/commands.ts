@@ -24,6 +24,8 @@ export interface RegistryConfig {
   readonly mirrorResolveTimeoutMs: number
   readonly mirrorResolveRetries: number
   readonly pullStormWaitMs: number
+  /** `--mirror-parallel-min-size` in bytes; 0: off. */
+  readonly mirrorParallelMinBytes: number
   readonly debugWebEnabled: boolean
   readonly bootstrapKind: s.BootstrapKind
   readonly dnsBootstrapDomain: string
@@ -109,6 +111,7 @@ export const registrySettings = {
   mirrorResolveTimeoutMs: s.mirrorResolveTimeout,
   mirrorResolveRetries: s.mirrorResolveRetries,
   pullStormWaitMs: s.pullStormWait,
+  mirrorParallelMinBytes: s.mirrorParallelMinSize,
   debugWebEnabled: s.debugWebEnabled,
   bootstrapKind: s.bootstrapKind,
   dnsBootstrapDomain: s.dnsBootstrapDomain,

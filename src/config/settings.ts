@@ -153,6 +153,28 @@ export const mirrorResolveRetries: ScalarSetting<number> = {
 }
 
 /**
+ * Ours (Spegel has no such flag): a mirrored blob GET of at least this many bytes, with two or
+ * more nodes holding the whole blob, is fetched from several of them at once in Range chunks
+ * (src/registry/multi-peer-body.ts). 0 switches it off: one peer at a time, as Spegel.
+ */
+export const mirrorParallelMinSize: ScalarSetting<number> = {
+  kind: 'scalar',
+  flag: 'mirror-parallel-min-size',
+  env: 'MIRROR_PARALLEL_MIN_SIZE',
+  default: '0',
+  valueName: 'BYTES',
+  help: 'fetch mirrored blobs of at least this size from several peers at once (bytes, or with KiB, MiB, GiB; 0: off, one peer at a time as Spegel)',
+  parse: (s) => {
+    const m = /^(\d+)\s*(B|KiB|MiB|GiB)?$/.exec(s.trim())
+    if (m === null) throw new ValueError('not a size', 'use a number of bytes, or one with KiB, MiB or GiB such as 32MiB; 0 switches it off')
+    const unit = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[m[2] as 'B' | 'KiB' | 'MiB' | 'GiB' | undefined ?? 'B']
+    const bytes = Number(m[1]) * unit
+    if (!Number.isSafeInteger(bytes)) throw new ValueError('the size is too large', 'use a size such as 32MiB')
+    return bytes
+  }
+}
+
+/**
  * Ours (Spegel has no such flag): on a blob nobody holds, how long a mirror may hold containerd's
  * request while the nodes asking for the same blob agree on one of them to fetch it upstream, and
  * the others wait for its download to show up (docs/pull-storms.md). 0 switches that off: every

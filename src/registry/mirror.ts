@@ -11,6 +11,7 @@ import type { Descriptor } from '../store/index.js'
 import { AnswerCache } from './answer-cache.js'
 import { basicAuthHeader } from './basic-auth.js'
 import { MAX_MANIFEST_BYTES } from './constants.js'
+import { MultiPeerBody } from './multi-peer-body.js'
 import { PeerBlobStream } from './peer-blob-stream.js'
 import {
   DigestMismatchError, PeerFetchError, PeerRangeNotSatisfiableError, createPeerClient, discardBody, fetchFromPeer,
@@ -47,6 +48,8 @@ const STORM_INFLIGHT_TIMEOUT_MIN_MS = 5000
 const ARRIVING_PENALTY = 1000
 /** Peers taken from one lookup; the race tries at most `resolveRetries` of them. */
 const MAX_CANDIDATES = 64
+/** Holders a parallel fetch spreads its chunks over (its window keeps at most a few busy anyway). */
+const MAX_PARALLEL_HOLDERS = 8
 
 export interface MirrorComponents {
   router: Router
@@ -84,6 +87,14 @@ export interface MirrorInit {
   answerTtlMs?: number
   /** Breaks ties between equally good peers (random by default, so nodes spread their load). */
   random?: () => number
+  /**
+   * `--mirror-parallel-min-size`: a blob GET of at least this many bytes, with two or more nodes
+   * holding the whole blob, is fetched from several of them at once in Range chunks
+   * (MultiPeerBody); 0 or undefined: always from one peer at a time, as Spegel.
+   */
+  parallelMinBytes?: number
+  /** Bytes per Range request of a parallel fetch (MultiPeerBody's default when undefined). */
+  parallelChunkBytes?: number
 }
 
 export interface MirrorFetchOptions {
@@ -345,11 +356,12 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
       if (method === 'HEAD') return served
       if (manifest !== undefined) return { ...served, body: manifest }
       const key = request.key
+      const multi = await parallelBody(request.key, response, first.peer, arriving?.peers, content, signal)
       isStreaming = true
       return {
         ...served,
         body: new PeerBlobStream({
-          first: response,
+          first: multi === undefined ? response : { ...response, body: multi },
           isWhole: range === undefined,
           log,
           // A resume race runs under the client's signal only (blob GETs have no deadline).
@@ -361,13 +373,58 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
             return (await race(pool, { method: 'GET', content, range: remaining }, key, signal)).value.response
           },
           onWrongSize: (peer) => { pool.remove(peer) },
-          onCorrupt: (peerIds) => { for (const id of peerIds) badPeers.add(key, id) },
+          // PeerBlobStream knows only the first answer's peer of a parallel fetch: the body knows them all.
+          onCorrupt: (peerIds) => {
+            const ids = new Set([...peerIds, ...(multi?.contributors ?? [])])
+            if (multi !== undefined) log.warn({ peer: [...ids].join(','), digest: response.descriptor.digest }, 'parallel fetch: peers that contributed to a blob that does not match its digest')
+            for (const id of ids) badPeers.add(key, id)
+          },
           onEnd: end
         })
       }
     } finally {
       if (!isStreaming) end()
     }
+  }
+
+  /**
+   * A body that fetches the rest of a large blob from several whole holders at once, or undefined
+   * when that cannot help: feature off, range too small, the winner is still receiving the blob
+   * (nodes still receiving it are never asked: they got it from the same place, see
+   * docs/pull-storms.md), or fewer than two usable whole holders.
+   */
+  async function parallelBody (key: string, response: PeerResponse, winner: Peer, arrivingPeers: ReadonlySet<string> | undefined, content: PeerRequest['content'], signal: AbortSignal): Promise<MultiPeerBody | undefined> {
+    const minBytes = init.parallelMinBytes ?? 0
+    const target = response.range ?? { start: 0, end: response.descriptor.sizeBytes - 1 }
+    if (minBytes <= 0 || content.kind !== 'blob' || target.end - target.start + 1 < minBytes || arrivingPeers?.has(winner.id) === true) return undefined
+    const holders: Peer[] = [winner]
+    try {
+      // The `arriving:` key is a separate one: this lookup yields whole copies only.
+      for await (const peer of router.lookup(key, { signal, limit: MAX_PARALLEL_HOLDERS + badPeers.count(key) })) {
+        if (peer.id === winner.id || badPeers.has(key, peer.id) || load.isFailed(peer.id)) continue
+        holders.push(peer)
+        if (holders.length >= MAX_PARALLEL_HOLDERS) break
+      }
+    } catch {
+      // The single-peer stream needs no lookup; a failed one only means no parallel fetch.
+      return undefined
+    }
+    if (holders.length < 2) return undefined
+    const body = new MultiPeerBody({
+      first: response,
+      target,
+      holders,
+      signal,
+      ...(init.parallelChunkBytes === undefined ? {} : { chunkBytes: init.parallelChunkBytes }),
+      fetch: async (peer, range, chunkSignal) => (await attempt(peer, { method: 'GET', content, range }, key, chunkSignal)).response,
+      onPeerFailed: (peer, err) => {
+        // As in the race: only a peer we could not reach, or that never answered, is unhealthy.
+        if (err instanceof PeerFetchError && err.status === undefined) load.failed(peer.id)
+        log.warn({ peer: peer.id, address: peer.registryAddress, digest: response.descriptor.digest, err: errorMessage(err) }, 'parallel fetch: peer failed, its chunk goes to another holder')
+      }
+    })
+    log.debug({ digest: response.descriptor.digest, holders: holders.length, bytes: target.end - target.start + 1 }, 'fetching blob from several peers at once')
+    return body
   }
 
   /**
