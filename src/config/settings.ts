@@ -186,7 +186,7 @@ export const pullStormWait: ScalarSetting<number> = {
   env: 'PULL_STORM_WAIT',
   default: '2s',
   valueName: 'DURATION',
-  help: 'longest wait for another node\'s upstream download of a blob nobody holds yet (0s: answer 404 at once, as Spegel)',
+  help: 'longest wait for another node\'s upstream download of a blob nobody holds yet, twice this while a live node says it is fetching it (0s: answer 404 at once, as Spegel)',
   parse: (s) => {
     const ms = parseDurationNs(s) / 1e6
     if (ms < 0) throw new ValueError('the wait must not be negative', 'use a duration such as 2s, or 0s to switch it off')

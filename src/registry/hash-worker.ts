@@ -14,8 +14,9 @@ import { Worker } from 'node:worker_threads'
  *
  * One worker for the whole process, started at the first use: hashing is sequential per blob, and
  * one thread hashes as fast as the main thread did, so many relays at once are never slower
- * than before. If the worker cannot start or dies, sessions fall back to hashing inline, so a
- * relay never fails because of it.
+ * than before. If the worker cannot start, sessions hash inline; if it dies, the relays under way
+ * fail their digest (their clients see a broken response and retry; no peer is blamed) and later
+ * sessions hash inline.
  */
 
 type ToWorker =
@@ -34,13 +35,18 @@ const { createHash } = require('node:crypto')
 const hashes = new Map()
 parentPort.on('message', (m) => {
   try {
-    if (m.type === 'start') { hashes.set(m.id, createHash(m.algorithm)); return }
+    if (m.type === 'start') {
+      // Never answered (the main thread counts replies to updates and digests only): a failure
+      // here is reported by the session's digest.
+      try { hashes.set(m.id, createHash(m.algorithm)) } catch (err) { hashes.set(m.id, { error: String(err && err.message || err) }) }
+      return
+    }
     if (m.type === 'drop') { hashes.delete(m.id); return }
     // Every update and digest is answered, also for a dropped session: the main thread counts replies.
     const hash = hashes.get(m.id)
-    if (m.type === 'update') { if (hash !== undefined) hash.update(m.data); parentPort.postMessage({ type: 'hashed', id: m.id }); return }
+    if (m.type === 'update') { if (hash !== undefined && hash.error === undefined) hash.update(m.data); parentPort.postMessage({ type: 'hashed', id: m.id }); return }
     if (m.type === 'digest') {
-      if (hash === undefined) { parentPort.postMessage({ type: 'failed', id: m.id, message: 'unknown session' }); return }
+      if (hash === undefined || hash.error !== undefined) { hashes.delete(m.id); parentPort.postMessage({ type: 'failed', id: m.id, message: hash === undefined ? 'unknown session' : hash.error }); return }
       hashes.delete(m.id)
       parentPort.postMessage({ type: 'digest', id: m.id, hex: hash.digest('hex') })
     }

@@ -274,6 +274,29 @@ describe('MultiPeerBody', () => {
     assert.equal(run.body.aheadBytes, 0)
     run.stream.destroy()
   })
+
+  it('ends a read waiting for slow holders when the request is aborted (a client that left)', async () => {
+    const a = await blobPeer('a', { pace: { bytes: 16 * 1024, ms: 50 } })
+    const b = await blobPeer('b', { pace: { bytes: 16 * 1024, ms: 50 } })
+    const controller = new AbortController()
+    const run = await start([a, b], { signal: controller.signal })
+    const first = await run.body.read()
+    assert.ok(first !== null)
+    run.body.release(first)
+    // Drain what is there, then wait on the slow holders while the request goes away.
+    const waiting = (async () => {
+      for (;;) {
+        const chunk = await run.body.read()
+        if (chunk === null) return
+        run.body.release(chunk)
+      }
+    })()
+    setTimeout(() => { controller.abort() }, 100)
+    await assert.rejects(waiting)
+    assert.equal(run.body.aheadBytes, 0)
+    assert.equal(run.body.outstanding, 0, 'no peer buffer stays held')
+    run.stream.destroy()
+  })
 })
 
 /** Serves the right headers over one wrong byte, at absolute offset `at`. */

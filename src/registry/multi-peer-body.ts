@@ -185,6 +185,15 @@ export class MultiPeerBody extends PeerBody {
     state.active++
     state.assigned++
     this.#bodies.add(init.first.body)
+    // The client left: every chunk request and body fails quietly on the abort, so nothing else
+    // would wake a read() waiting for the next chunk, and its peer buffers would never return.
+    const onAbort = (): void => { this.destroy(new PeerHttpError('ERR_ABORTED', 'the request was aborted')) }
+    if (init.signal?.aborted === true) {
+      onAbort()
+      return
+    }
+    init.signal?.addEventListener('abort', onAbort, { once: true })
+    this.onClose(() => { init.signal?.removeEventListener('abort', onAbort) })
     void this.#pump(chunk, state, init.first.body)
     this.#schedule()
   }

@@ -83,7 +83,12 @@ export class PeerBlobStream extends Readable {
     }
     try {
       await this.#pump(async (data, release) => {
-        check()
+        try {
+          check()
+        } catch (err) {
+          release() // the write's share: this buffer is not written
+          throw err
+        }
         inFlight++
         sink.write(data, (err) => {
           inFlight--
@@ -122,6 +127,11 @@ export class PeerBlobStream extends Readable {
   }
 
   override _destroy (err: Error | null, callback: (error?: Error | null) => void): void {
+    if (!this.#isStarted) {
+      // Never read (the response failed before its body): the pump's own cleanup never runs.
+      this.#hash?.abort()
+      if (this.#current !== undefined) discardBody(this.#current.body)
+    }
     this.#finish()
     const waiter = this.#pushWaiter
     this.#pushWaiter = undefined

@@ -109,8 +109,13 @@ export interface ChunkSource {
   remaining(): number
   /** True once the source was destroyed (an abort, a close): sending stops. */
   isDestroyed(): boolean
-  /** Fills `buffer[0..)` with 1 to `length` next bytes and advances; rejects when it cannot. */
+  /**
+   * Fills `buffer[0..)` with 1 to `length` next bytes and advances; rejects when it cannot. May
+   * resolve 0 (no byte yet) only when `waitForData` is there.
+   */
   readInto(buffer: Buffer, length: number): Promise<number>
+  /** Waits until bytes may be there (a file still being written); rejects when none will come. */
+  waitForData?(): Promise<void>
 }
 
 /**
@@ -161,6 +166,21 @@ export async function sendChunks (sink: ByteSink, source: ChunkSource, signal?: 
       if (writeError !== undefined) {
         mine.push(buffer)
         throw writeError
+      }
+      if (bytesRead === 0) {
+        mine.push(buffer)
+        if (source.waitForData === undefined) throw new Error('source delivered no byte')
+        // Nothing to send for a while (a file still arriving): the pool's buffers go back
+        // meanwhile. Nine readers of one download each holding up to four of the sixteen would
+        // leave every other response on its small fallback buffer for the whole download.
+        for (const spare of mine.splice(0)) {
+          if (spare === own) continue
+          held--
+          pool.release(spare)
+        }
+        if (own !== undefined && !inFlight.has(own)) mine.push(own)
+        await source.waitForData()
+        continue
       }
       inFlight.add(buffer)
       const chunk = buffer

@@ -247,6 +247,20 @@ describe('openGrowingFile', () => {
       await eventually(async () => await fdsPointingAt(file) === 0, 'every fd to be closed')
     })
 
+    it('holds no send buffer while it waits for the file to grow', async () => {
+      const bytes = randomBytes(600_000)
+      await fs.writeFile(file, bytes.subarray(0, 300_000))
+      const pool = new BufferPool(64 * 1024, 4)
+      const stream = await openGrowingFile(file, { start: 0, end: bytes.length - 1, pollMs: 5 })
+      const served = serveOnce(async (res) => await stream.sendTo(res, undefined, pool))
+      // All that is there went out; now it waits at the end of the file with every buffer back.
+      await eventually(async () => pool.available === 4 && pool.created > 0, 'the buffers to go back while waiting')
+      await fs.appendFile(file, bytes.subarray(300_000))
+      const { body, outcome } = await served
+      assert.equal(outcome, undefined)
+      assert.ok(body.equals(bytes))
+    })
+
     it('rejects with IngestStalledError, returns its buffers and closes the fd when the file stops growing', async () => {
       await fs.writeFile(file, randomBytes(5000))
       const pool = new BufferPool(64 * 1024, 4)

@@ -88,8 +88,19 @@ class SharedGrowth {
 
   async #look (): Promise<void> {
     this.#timer = undefined
-    const first = this.#waiters.values().next().value
-    if (first === undefined) return
+    // Through a handle still open: a reader destroyed meanwhile (an abort) closed its own, and
+    // stays in the set until its wait times out.
+    let first: GrowthWaiter | undefined
+    for (const waiter of this.#waiters) {
+      if (waiter.handle.fd >= 0) {
+        first = waiter
+        break
+      }
+    }
+    if (first === undefined) {
+      if (this.#waiters.size > 0) this.#schedule()
+      return
+    }
     this.#isLooking = true
     let size = Number.POSITIVE_INFINITY // on an error, every reader reads and sees it for itself
     try {
@@ -256,15 +267,16 @@ class GrowingFileStream extends Readable {
         remaining: () => this.#end - this.#position + 1,
         isDestroyed: () => this.destroyed,
         readInto: async (buffer, length) => {
-          for (;;) {
-            const bytesRead = await this.#readAt(buffer, length)
-            if (bytesRead > 0) return bytesRead
-            if (this.destroyed) throw prematureClose()
-            const waitMs = this.#endOfFileWaitMs()
-            if (this.#fileKey === undefined) await sleep(waitMs)
-            else await growthOf(this.#fileKey, this.#pollMs).wait(this.#handle, this.#position, Math.max(waitMs, Math.min(GROWTH_CHECK_MS, this.#stallTimeoutMs - (Date.now() - this.#lastProgressMs))))
-            if (this.destroyed) throw prematureClose()
-          }
+          const bytesRead = await this.#readAt(buffer, length)
+          if (bytesRead === 0 && this.destroyed) throw prematureClose()
+          return bytesRead
+        },
+        // At the end of the file, without holding a send buffer (see sendChunks).
+        waitForData: async () => {
+          const waitMs = this.#endOfFileWaitMs()
+          if (this.#fileKey === undefined) await sleep(waitMs)
+          else await growthOf(this.#fileKey, this.#pollMs).wait(this.#handle, this.#position, Math.max(waitMs, Math.min(GROWTH_CHECK_MS, this.#stallTimeoutMs - (Date.now() - this.#lastProgressMs))))
+          if (this.destroyed) throw prematureClose()
         }
       }, signal, pool)
     } finally {
