@@ -1,7 +1,7 @@
 // Helpers for tests that talk to a real server on 127.0.0.1. Not used at run time.
 import { once } from 'node:events'
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { connect } from 'node:net'
+import { connect, type Server as NetServer, type Socket } from 'node:net'
 import { Writable } from 'node:stream'
 import { setTimeout as delay } from 'node:timers/promises'
 import { createLogger, type Logger } from '../observability/logger.js'
@@ -31,6 +31,31 @@ export async function startTestServer (handler: (req: IncomingMessage, res: Serv
     close: async () => {
       server.closeAllConnections()
       await new Promise<void>((resolve, reject) => server.close((err) => { err === undefined ? resolve() : reject(err) }))
+    }
+  }
+}
+
+/**
+ * Listens on 127.0.0.1 at a free port. `close` destroys the connections still open (a peer
+ * that never answers, a paced body) and waits for the server to close. `sockets` are the open ones.
+ */
+export async function listenLocal (server: NetServer): Promise<{ port: number, sockets: ReadonlySet<Socket>, close: () => Promise<void> }> {
+  const sockets = new Set<Socket>()
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket)
+    socket.once('close', () => { sockets.delete(socket) })
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const address = server.address()
+  if (address === null || typeof address === 'string') throw new Error('server has no port')
+  return {
+    port: address.port,
+    sockets,
+    close: async () => {
+      for (const socket of sockets) socket.destroy()
+      server.close()
+      await once(server, 'close')
     }
   }
 }

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream'
 import { afterEach, describe, it } from 'node:test'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { Registry } from 'prom-client'
-import { LogCapture, eventually, startTestServer, type TestServer } from '../http/test-helpers.js'
+import { LogCapture, eventually, listenLocal, startTestServer, type TestServer } from '../http/test-helpers.js'
 import { MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST } from '../oci/index.js'
 import { createLogger } from '../observability/logger.js'
 import { createMetrics, type Metrics } from '../observability/metrics.js'
@@ -205,23 +205,15 @@ async function contentPeer (id: string, store: MemoryStore = new MemoryStore()):
 
 /** Accepts connections and never answers. */
 async function hangingPeer (id: string): Promise<{ peer: Peer, requests: () => number, openWithRequest: () => number }> {
-  const sockets = new Set<Socket>()
   let requests = 0
   const server = createNetServer((socket) => {
-    sockets.add(socket)
     socket.on('error', () => {})
     socket.once('data', () => { requests++ })
-    socket.once('close', () => { sockets.delete(socket) })
   })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  cleanups.push(async () => {
-    for (const s of sockets) s.destroy()
-    server.close()
-    await once(server, 'close')
-  })
+  const { port, sockets, close } = await listenLocal(server)
+  cleanups.push(close)
   return {
-    peer: { id, registryAddress: `127.0.0.1:${(server.address() as AddressInfo).port}` },
+    peer: { id, registryAddress: `127.0.0.1:${port}` },
     requests: () => requests,
     // A client may open a spare connection after an abort; only connections that carried a request count.
     openWithRequest: () => [...sockets].filter((s) => s.bytesRead > 0).length

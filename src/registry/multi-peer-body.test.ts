@@ -6,7 +6,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { afterEach, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Registry } from 'prom-client'
-import { LogCapture, request, startTestServer } from '../http/test-helpers.js'
+import { LogCapture, listenLocal, request, startTestServer } from '../http/test-helpers.js'
 import { createLogger } from '../observability/logger.js'
 import { createMetrics } from '../observability/metrics.js'
 import { LocalOnlyRouter, MemoryRouter, MemoryRouterNetwork } from '../routing/memory-router.js'
@@ -52,7 +52,6 @@ afterEach(async () => {
 /** A peer serving BLOB with Range support, the way spegel-ts peers answer. */
 async function blobPeer (id: string, behaviour: Behaviour = {}): Promise<BlobPeer> {
   const served: Served[] = []
-  const sockets = new Set<Socket>()
   const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
     void answer(req, res)
   })
@@ -84,18 +83,9 @@ async function blobPeer (id: string, behaviour: Behaviour = {}): Promise<BlobPee
     }
     res.end()
   }
-  server.on('connection', (socket) => {
-    sockets.add(socket)
-    socket.once('close', () => { sockets.delete(socket) })
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  cleanups.push(async () => {
-    for (const s of sockets) s.destroy()
-    server.close()
-    await once(server, 'close')
-  })
-  return { peer: { id, registryAddress: `127.0.0.1:${(server.address() as AddressInfo).port}` }, served }
+  const { port, close } = await listenLocal(server)
+  cleanups.push(close)
+  return { peer: { id, registryAddress: `127.0.0.1:${port}` }, served }
 }
 
 const blobRequest = (range?: Served): PeerRequest => ({

@@ -143,13 +143,11 @@ export class MultiPeerBody extends PeerBody {
   readonly #controller = new AbortController()
   readonly #signal: AbortSignal
   readonly #contributors = new Set<string>()
-  #closeListeners: Array<() => void> = []
   #head = 0
   #aheadBytes = 0
   #reserved = 0
   #error: Error | undefined
   #isDestroyed = false
-  #isClosed = false
   #wake: () => void = () => {}
   #changed: Promise<void>
   /** Most bytes ever held ahead of order (for tests and the log). */
@@ -216,7 +214,7 @@ export class MultiPeerBody extends PeerBody {
     for (;;) {
       if (this.#isDestroyed) throw this.#error ?? new PeerHttpError('ERR_BODY_DESTROYED', 'body was destroyed')
       if (this.#head >= this.#chunkCount) {
-        this.#close()
+        this.markClosed()
         return null
       }
       const chunk = this.#chunk(this.#head)
@@ -303,18 +301,7 @@ export class MultiPeerBody extends PeerBody {
     this.#bodies.clear()
     this.#aheadBytes = 0
     this.#notify()
-    this.#close()
-  }
-
-  override onClose (listener: () => void): void {
-    if (this.#isClosed) listener()
-    else this.#closeListeners.push(listener)
-  }
-
-  #close (): void {
-    if (this.#isClosed) return
-    this.#isClosed = true
-    for (const listener of this.#closeListeners.splice(0)) listener()
+    this.markClosed()
   }
 
   #notify (): void {

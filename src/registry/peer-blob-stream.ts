@@ -2,7 +2,7 @@ import { Readable } from 'node:stream'
 import { parseDigest, type RangeSpec, type ResolvedRange } from '../oci/index.js'
 import type { Logger } from '../observability/logger.js'
 import type { Peer } from '../routing/index.js'
-import { prematureClose, type ByteSink } from '../store/file-range-stream.js'
+import { SinkWatch, prematureClose, type ByteSink } from '../store/file-range-stream.js'
 import type { BodyChunk } from './peer-http.js'
 import { HashSession } from './hash-worker.js'
 import { DigestMismatchError, PeerFetchError, discardBody, type PeerResponse } from './peer-fetch.js'
@@ -26,8 +26,6 @@ export interface PeerBlobStreamInit {
   /** Called once when the stream is done, whatever the outcome (stops the peer lookup). */
   onEnd: () => void
   log: Logger
-  /** Hash on the worker thread (hash-worker.ts); false hashes on this thread. Default true. */
-  isHashOffloaded?: boolean
 }
 
 /**
@@ -59,7 +57,7 @@ export class PeerBlobStream extends Readable {
     this.#init = init
     const { descriptor, range } = init.first
     this.#target = range ?? { start: 0, end: descriptor.sizeBytes - 1 }
-    this.#hash = init.isWhole ? new HashSession(parseDigest(descriptor.digest).algorithm, { isOffloaded: init.isHashOffloaded }) : undefined
+    this.#hash = init.isWhole ? new HashSession(parseDigest(descriptor.digest).algorithm) : undefined
     this.#current = init.first
     this.#offset = this.#target.start
   }
@@ -68,19 +66,8 @@ export class PeerBlobStream extends Readable {
   async sendTo (sink: ByteSink, signal?: AbortSignal): Promise<void> {
     this.#claim()
     let inFlight = 0
-    let writeError: Error | undefined
-    let waiting: (() => void) | undefined
-    const wake = (): void => {
-      const w = waiting
-      waiting = undefined
-      w?.()
-    }
-    const onClose = (): void => { writeError ??= prematureClose(); wake() }
-    sink.once('close', onClose)
-    signal?.addEventListener('abort', onClose, { once: true })
-    const check = (): void => {
-      if (writeError !== undefined) throw writeError
-    }
+    const watch = new SinkWatch(sink, signal)
+    const check = (): void => { watch.check() }
     try {
       await this.#pump(async (data, release) => {
         try {
@@ -93,21 +80,18 @@ export class PeerBlobStream extends Readable {
         sink.write(data, (err) => {
           inFlight--
           release()
-          if (err !== null && err !== undefined) writeError ??= err
-          wake()
+          if (err !== null && err !== undefined) watch.fail(err)
+          else watch.wake()
         })
         // Memory is bounded by the buffers in flight (each is written as it is, no copy), so the
         // sink's own buffering signal is not needed: wait for a flush only when too many are out.
-        while (inFlight >= MAX_WRITES_IN_FLIGHT && writeError === undefined && !sink.destroyed) {
-          await new Promise<void>((resolve) => { waiting = resolve })
-        }
+        while (inFlight >= MAX_WRITES_IN_FLIGHT && watch.error === undefined && !sink.destroyed) await watch.wait()
         check()
       }, check)
-      while (inFlight > 0 && writeError === undefined) await new Promise<void>((resolve) => { waiting = resolve })
+      while (inFlight > 0 && watch.error === undefined) await watch.wait()
       check()
     } finally {
-      sink.removeListener('close', onClose)
-      signal?.removeEventListener('abort', onClose)
+      watch.dispose()
     }
   }
 

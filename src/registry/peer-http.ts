@@ -188,14 +188,14 @@ export class PeerBody {
   end (): void {
     this.#isEnded = true
     this.#wake()
-    if (this.#queue.length === 0) this.#close()
+    if (this.#queue.length === 0) this.markClosed()
   }
 
   fail (err: Error): void {
     if (this.#isEnded || this.#isDestroyed) return
     this.#error ??= err
     this.#wake()
-    this.#close()
+    this.markClosed()
   }
 
   /** The next chunk, or null after the last one; rejects when the body broke. */
@@ -204,7 +204,7 @@ export class PeerBody {
       if (this.#isDestroyed) throw this.#error ?? new PeerHttpError('ERR_BODY_DESTROYED', 'body was destroyed')
       const chunk = this.#queue.shift()
       if (chunk !== undefined) {
-        if (this.#isEnded && this.#queue.length === 0) this.#close()
+        if (this.#isEnded && this.#queue.length === 0) this.markClosed()
         return chunk
       }
       if (this.#error !== undefined) throw this.#error
@@ -280,7 +280,7 @@ export class PeerBody {
     this.#queue = []
     this.#wake()
     this.onDestroy?.()
-    this.#close()
+    this.markClosed()
   }
 
   /** Called once when the body ended, failed or was destroyed. */
@@ -289,7 +289,8 @@ export class PeerBody {
     else this.#closeListeners.push(listener)
   }
 
-  #close (): void {
+  /** Runs the `onClose` listeners, once. Protected: MultiPeerBody, a body of its own making, closes through it. */
+  protected markClosed (): void {
     if (this.#isClosed) return
     this.#isClosed = true
     for (const listener of this.#closeListeners.splice(0)) listener()

@@ -130,20 +130,11 @@ export async function sendChunks (sink: ByteSink, source: ChunkSource, signal?: 
   let own: Buffer | undefined
   let held = 0
   let isFinished = false
-  let waiting: (() => void) | undefined
-  let writeError: Error | undefined
-  const wake = (): void => {
-    const w = waiting
-    waiting = undefined
-    w?.()
-  }
-  const onClose = (): void => { writeError ??= prematureClose(); wake() }
-  sink.once('close', onClose)
-  signal?.addEventListener('abort', onClose, { once: true })
+  const watch = new SinkWatch(sink, signal)
   try {
     while (source.remaining() > 0) {
-      if (source.isDestroyed()) writeError ??= prematureClose()
-      if (writeError !== undefined) throw writeError
+      if (source.isDestroyed()) watch.fail(prematureClose())
+      watch.check()
       let buffer = mine.pop()
       if (buffer === undefined && held < MAX_SEND_BUFFERS_PER_RESPONSE) {
         buffer = pool.tryAcquire()
@@ -152,7 +143,7 @@ export async function sendChunks (sink: ByteSink, source: ChunkSource, signal?: 
       }
       if (buffer === undefined) {
         // Every buffer of ours is with the socket: the next write callback frees one.
-        await new Promise<void>((resolve) => { waiting = resolve })
+        await watch.wait()
         continue
       }
       const length = Math.min(buffer.length, source.remaining())
@@ -163,9 +154,9 @@ export async function sendChunks (sink: ByteSink, source: ChunkSource, signal?: 
         mine.push(buffer)
         throw err
       }
-      if (writeError !== undefined) {
+      if (watch.error !== undefined) {
         mine.push(buffer)
-        throw writeError
+        throw watch.error
       }
       if (bytesRead === 0) {
         mine.push(buffer)
@@ -186,7 +177,6 @@ export async function sendChunks (sink: ByteSink, source: ChunkSource, signal?: 
       const chunk = buffer
       const hasRoom = sink.write(chunk.subarray(0, bytesRead), (err) => {
         if (!inFlight.delete(chunk)) return // already written off (see below)
-        if (err !== null && err !== undefined) writeError ??= err
         if (isFinished) {
           if (chunk !== own) {
             held--
@@ -195,7 +185,8 @@ export async function sendChunks (sink: ByteSink, source: ChunkSource, signal?: 
         } else {
           mine.push(chunk)
         }
-        wake()
+        if (err !== null && err !== undefined) watch.fail(err)
+        else watch.wake()
       })
       if (!hasRoom && !sink.destroyed) {
         await new Promise<void>((resolve) => {
@@ -206,12 +197,11 @@ export async function sendChunks (sink: ByteSink, source: ChunkSource, signal?: 
         })
       }
     }
-    while (inFlight.size > 0 && writeError === undefined) await new Promise<void>((resolve) => { waiting = resolve })
-    if (writeError !== undefined) throw writeError
+    while (inFlight.size > 0 && watch.error === undefined) await watch.wait()
+    watch.check()
   } finally {
     isFinished = true
-    sink.removeListener('close', onClose)
-    signal?.removeEventListener('abort', onClose)
+    watch.dispose()
     for (const buffer of mine.splice(0)) {
       if (buffer === own) continue
       held--
@@ -239,6 +229,54 @@ function writeOffAfterClose (sink: ByteSink, inFlight: Set<Buffer>, pool: Buffer
   }
   if (sink.destroyed) writeOff()
   else sink.once('close', writeOff)
+}
+
+/**
+ * What a loop writing to a sink needs to know while it runs: the first write error (or a close of
+ * the sink, or an abort, as a premature close), and a way to sleep until a write callback or the
+ * close wakes it. `dispose` removes its listeners.
+ */
+export class SinkWatch {
+  /** The first failure: a write error, the sink closing, the signal aborting. */
+  error: Error | undefined
+  readonly #sink: ByteSink
+  readonly #signal: AbortSignal | undefined
+  #waiting: (() => void) | undefined
+  readonly #onClose = (): void => { this.fail(prematureClose()) }
+
+  constructor (sink: ByteSink, signal?: AbortSignal) {
+    this.#sink = sink
+    this.#signal = signal
+    sink.once('close', this.#onClose)
+    signal?.addEventListener('abort', this.#onClose, { once: true })
+  }
+
+  /** Records `err` unless a failure came first, and wakes the waiter. */
+  fail (err: Error): void {
+    this.error ??= err
+    this.wake()
+  }
+
+  /** Throws the failure, if any. */
+  check (): void {
+    if (this.error !== undefined) throw this.error
+  }
+
+  wake (): void {
+    const waiting = this.#waiting
+    this.#waiting = undefined
+    waiting?.()
+  }
+
+  /** Until the next `wake` (a write callback, a failure). */
+  async wait (): Promise<void> {
+    await new Promise<void>((resolve) => { this.#waiting = resolve })
+  }
+
+  dispose (): void {
+    this.#sink.removeListener('close', this.#onClose)
+    this.#signal?.removeEventListener('abort', this.#onClose)
+  }
 }
 
 /** The same error pipeline reports when the destination closes first, so callers treat both alike. */
