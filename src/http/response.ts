@@ -48,6 +48,11 @@ export function attachError (res: ServerResponse, err: unknown): void {
   if (record !== undefined) record.error = err
 }
 
+/** The request's log fields, to set in place (no object per call, for the per-request path). */
+export function logAttrs (res: ServerResponse): Record<string, unknown> | undefined {
+  return (res as Tracked)[RECORD]?.attrs
+}
+
 /** Adds fields to the request's log line. */
 export function addLogAttrs (res: ServerResponse, attrs: Record<string, unknown>): void {
   const record = (res as Tracked)[RECORD]

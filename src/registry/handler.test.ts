@@ -220,6 +220,23 @@ describe('registry handler: routes', () => {
     assert.equal(res.headers['oci-namespace'], 'example.com:5000')
   })
 
+  it('answers a repeated target from its own parse: another ns is another request, an invalid one fails every time', async () => {
+    // Parsed targets are kept by raw target; these would go wrong if the key dropped the query
+    // or a failure were kept as a success.
+    for (let i = 0; i < 3; i++) {
+      const withNs = await getAndHead(h, '/v2/library/test/manifests/1.0?ns=docker.io')
+      assert.equal(withNs.status, 200)
+      assert.equal(withNs.headers['oci-namespace'], 'docker.io')
+      const otherNs = await getAndHead(h, '/v2/library/test/manifests/1.0?ns=example.com')
+      assert.equal(otherNs.status, 404)
+      const noNs = await getAndHead(h, '/v2/library/test/manifests/1.0')
+      assert.equal(noNs.status, 400)
+      assert.equal(ociError(noNs).code, 'NAME_INVALID')
+    }
+    const long = `/v2/library/test/manifests/1.0?ns=docker.io&pad=${'x'.repeat(600)}`
+    for (let i = 0; i < 2; i++) assert.equal((await getAndHead(h, long)).status, 200)
+  })
+
   it('rejects a tag without ns as OCI JSON', async () => {
     const res = await getAndHead(h, '/v2/library/test/manifests/1.0')
     assert.equal(res.status, 400)

@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { addLogAttrs, attachError, createMux, requestTarget, writeError, type CompletedRequest } from '../http/index.js'
+import { addLogAttrs, attachError, createMux, logAttrs, writeError, type CompletedRequest } from '../http/index.js'
 import {
   MEDIA_TYPE_OCTET_STREAM, OciError, RangeNotSatisfiableError, contentRangeHeader, isFiltered,
   isManifestMediaType, methodNotAllowed, parseDistributionPath, parseRangeHeader, rangeLength, resolveRange,
@@ -93,6 +93,7 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
     : { username: digestOf(Buffer.from(init.basicAuth.username, 'utf8')), password: digestOf(Buffer.from(init.basicAuth.password, 'utf8')) }
 
   const lookups = new LocalLookups(store)
+  const targets = new ParsedTargets()
 
   const readyz = (req: IncomingMessage, res: ServerResponse): void => {
     const reason = notReadyReason()
@@ -117,18 +118,20 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
       writeError(res, methodNotAllowed(req.method ?? ''), { headers: { Allow: ALLOW } })
       return
     }
-    const { pathname, query } = requestTarget(req)
-    if (pathname === '/v2' || pathname === '/v2/') {
+    const target = req.url ?? '/'
+    if (target === '/v2' || target === '/v2/' || target.startsWith('/v2?') || target.startsWith('/v2/?')) {
       send(req, res, 200, { 'Content-Type': 'application/json', 'Docker-Distribution-API-Version': 'registry/2.0' }, Buffer.from('{}'))
       return
     }
 
-    const request = parseDistributionPath(pathname, query.get('ns'))
-    addLogAttrs(res, {
-      kind: request.kind,
-      ...(request.registry === '' ? {} : { registry: request.registry }),
-      ...(request.digest === undefined ? { ref: request.key } : { digest: request.digest })
-    })
+    const request = targets.parse(target)
+    const attrs = logAttrs(res)
+    if (attrs !== undefined) {
+      attrs.kind = request.kind
+      if (request.registry !== '') attrs.registry = request.registry
+      if (request.digest === undefined) attrs.ref = request.key
+      else attrs.digest = request.digest
+    }
     if (isFiltered(init.filters, { registry: request.registry, repository: request.repository, tag: request.tag })) {
       throw unknownContent(request.kind, 'filtered by registry filters')
     }
@@ -348,6 +351,36 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
     { pattern: '/livez', handler: probe(livez), isQuiet: true },
     { pattern: '/v2/*', handler: v2 }
   ])
+}
+
+/** Request targets parsed, at most; the map starts again when full. */
+const PARSED_TARGETS_MAX = 1024
+/** Longer targets are parsed every time instead of kept (a key of any length would be memory a client picks). */
+const PARSED_TARGET_MAX_LENGTH = 512
+
+/**
+ * Parsed distribution requests by raw request target (path and query). containerd asks the same
+ * few targets over and over (a HEAD, then the GET; the same manifest from every pod start), and
+ * parsing one (query, character checks, segments, repository and digest grammar) cost a few µs of
+ * the ~50 a local HEAD takes. A target's parse never changes, and the results are never mutated.
+ * Only targets that parse are kept: an invalid one throws every time.
+ */
+class ParsedTargets {
+  readonly #entries = new Map<string, DistributionRequest>()
+
+  parse (target: string): DistributionRequest {
+    const cached = this.#entries.get(target)
+    if (cached !== undefined) return cached
+    const q = target.indexOf('?')
+    const pathname = q === -1 ? target : target.slice(0, q)
+    const ns = q === -1 ? null : new URLSearchParams(target.slice(q + 1)).get('ns')
+    const request = Object.freeze(parseDistributionPath(pathname, ns))
+    if (target.length <= PARSED_TARGET_MAX_LENGTH) {
+      if (this.#entries.size >= PARSED_TARGETS_MAX) this.#entries.clear()
+      this.#entries.set(target, request)
+    }
+    return request
+  }
 }
 
 /** How long the store's answer for a key is reused when the store reports no change. */
