@@ -10,13 +10,14 @@ import {
 import {
   MAX_CONTROL_FRAME_BYTES, MAX_FRAME_BYTES, MAX_PULLS_SERVED, MAX_PULLS_SERVED_PER_PEER, MAX_PULL_CONTINUATIONS, MAX_PULL_REPLY_BYTES,
   MAX_PULL_REPLY_RECORDS, PULL_MIN_INTERVAL_MS, PULL_PROTOCOL, PULL_TIMEOUT_MS, PULL_WRITE_STALL_MS, RETRY_WANTED_INTERVAL_MS,
-  SERVED_RECORD_CACHE_BYTES
+  SERVED_RECORD_CACHE_BYTES, SERVED_RECORD_IDLE_MS
 } from './constants.js'
 import type { ContentIndex, IncomingRecord, IndexRecord } from './content-index.js'
 import { isOversized } from './gossip.js'
 import type { P2PNode } from './node.js'
 import type { OwnRecord } from './own-record.js'
 import { checkAddressClaims, type Limits, type RecordAuth, type Refusals } from './record-auth.js'
+import { ServedRecordCache } from './served-cache.js'
 import type { P2PRouterCounters } from './types.js'
 import { jitter } from './util.js'
 
@@ -87,11 +88,10 @@ export class AntiEntropy {
   readonly #deferred = new Map<string, NodeJS.Timeout>()
   readonly #tasks = new Set<Promise<unknown>>()
   readonly #controller = new AbortController()
-  readonly #served = new Map<string, { epoch: number, seq: number, bytes: Uint8Array }>()
+  readonly #served = new ServedRecordCache(SERVED_RECORD_CACHE_BYTES, SERVED_RECORD_IDLE_MS)
   /** Pulls being answered, per requesting peer. */
   readonly #serving = new Map<string, number>()
   #servingTotal = 0
-  #servedBytes = 0
   #lastRetryMs = -Infinity
   #timer: NodeJS.Timeout | undefined
   #hasPulled = false
@@ -130,6 +130,7 @@ export class AntiEntropy {
   async stop (): Promise<void> {
     this.#controller.abort(new Error('router stopped'))
     clearTimeout(this.#timer)
+    this.#served.clear()
     for (const t of this.#deferred.values()) clearTimeout(t)
     this.#deferred.clear()
     await Promise.allSettled([...this.#tasks])
@@ -219,6 +220,7 @@ export class AntiEntropy {
     this.#timer = setTimeout(() => {
       const now = Date.now()
       for (const [peer, atMs] of this.#nextPullMs) if (atMs < now && !this.#deferred.has(peer)) this.#nextPullMs.delete(peer)
+      this.#served.expire(now)
       const peer = this.#c.node.randomPeer()
       if (peer !== undefined) this.pull(peer)
       if (!this.#controller.signal.aborted) this.#schedule()
@@ -245,7 +247,7 @@ export class AntiEntropy {
         const rec = index.get(origin)
         const bytes = bytesOf.get(origin)
         // A copy: the frame it views may be a larger buffer.
-        if (rec !== undefined && bytes !== undefined) this.#cache(rec, bytes.slice())
+        if (rec !== undefined && bytes !== undefined) this.#served.set(origin, rec.epoch, rec.seq, bytes.slice(), now)
       }
       changed.push(...applied)
       batch = []
@@ -491,8 +493,8 @@ export class AntiEntropy {
     for (const rec of recs) {
       // Gone or replaced while the answer waited on its requester: not served from this batch.
       if (this.#c.index.get(rec.origin) !== rec) continue
-      const cached = this.#served.get(rec.origin)
-      if (cached !== undefined && cached.epoch === rec.epoch && cached.seq === rec.seq) out.push([rec, cached.bytes])
+      const cached = this.#served.get(rec.origin, rec.epoch, rec.seq, nowMs)
+      if (cached !== undefined) out.push([rec, cached])
       else missing.push(rec)
     }
     if (missing.length === 0) return out
@@ -508,26 +510,10 @@ export class AntiEntropy {
         continue
       }
       const bytes = encodeStatement(s)
-      this.#cache(rec, bytes)
+      this.#served.set(rec.origin, rec.epoch, rec.seq, bytes, nowMs)
       out.push([rec, bytes])
     }
     return out
-  }
-
-  #cache (rec: IndexRecord, bytes: Uint8Array): void {
-    const old = this.#served.get(rec.origin)
-    if (old !== undefined) {
-      this.#servedBytes -= old.bytes.byteLength
-      this.#served.delete(rec.origin)
-    }
-    if (bytes.byteLength > SERVED_RECORD_CACHE_BYTES) return
-    while (this.#servedBytes + bytes.byteLength > SERVED_RECORD_CACHE_BYTES) {
-      const [origin, first] = this.#served.entries().next().value as [string, { bytes: Uint8Array }]
-      this.#served.delete(origin)
-      this.#servedBytes -= first.bytes.byteLength
-    }
-    this.#served.set(rec.origin, { epoch: rec.epoch, seq: rec.seq, bytes })
-    this.#servedBytes += bytes.byteLength
   }
 
   #track (p: Promise<unknown>): void {

@@ -189,3 +189,8 @@ export const PROOF_BACKOFF_MAX_MS = 30_000
 
 /** Built record statements kept to answer pulls (they are rebuilt from the index otherwise). */
 export const SERVED_RECORD_CACHE_BYTES = 8 * 1024 * 1024
+/**
+ * ... and dropped once not served for this long (served-cache.ts says why). Pulls come in bursts
+ * (a join, a restart) lasting seconds; two pull intervals is well past one.
+ */
+export const SERVED_RECORD_IDLE_MS = 30_000
