@@ -10,11 +10,14 @@
  *   {"cmd":"status","id":N}               -> {"event":"status","id":N,...}
  *   {"cmd":"watch","id":N,"keys":[..]}     -> {"event":"watching","id":N}, later {"event":"seen","id":N,"t":ms,"via":..}
  *   {"cmd":"add","id":N,"keys":[..]}       -> {"event":"added","id":N,"t":ms}
+ *   {"cmd":"memory","id":N[,"snapshot":path][,"gc":true]} -> {"event":"memory","id":N,"usage":..,"spaces":..}
  * Times are CLOCK_MONOTONIC milliseconds (process.hrtime), which every process on the machine
  * shares, so the orchestrator can subtract one node's time from another's.
  * SIGTERM stops the router gracefully (goodbye) and exits.
  */
 import { createInterface } from 'node:readline'
+import { getHeapSpaceStatistics, setFlagsFromString, writeHeapSnapshot } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { createLogger } from '../src/observability/logger.js'
 import { staticBootstrapper } from '../src/routing/bootstrap/static.js'
 import { createP2PRouter, type P2PRouter } from '../src/routing/p2p/index.js'
@@ -146,6 +149,23 @@ async function main (): Promise<void> {
         // Pulls have no hook: a short poll while a watch is open catches what a pull brings.
         poller ??= setInterval(() => { check('pull') }, FALLBACK_POLL_MS)
         check('pull')
+        return
+      }
+      case 'memory': {
+        // Where the RSS goes: V8's spaces (committed is what the process holds), and with
+        // `snapshot` a heap snapshot written to that path for a closer look.
+        const { snapshot, gc } = cmd as { snapshot?: string, gc?: boolean }
+        if (snapshot !== undefined) writeHeapSnapshot(snapshot)
+        if (gc === true) {
+          setFlagsFromString('--expose-gc')
+          ;(runInNewContext('gc') as () => void)()
+        }
+        print({
+          event: 'memory',
+          id,
+          usage: process.memoryUsage(),
+          spaces: Object.fromEntries(getHeapSpaceStatistics().map((s) => [s.space_name, { used: s.space_used_size, committed: s.space_size }]))
+        })
         return
       }
       case 'add': {

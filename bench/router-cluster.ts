@@ -65,7 +65,9 @@ let nextCommandId = 1
  * production runs. A NODE_OPTIONS in this process's environment (bench/datapath.ts --node-options)
  * replaces them.
  */
-export const PRODUCTION_NODE_OPTIONS = '--max-semi-space-size=1'
+export const PRODUCTION_NODE_OPTIONS = '--max-semi-space-size=1 --v8-pool-size=1'
+/** The image's malloc setting, likewise; a MALLOC_ARENA_MAX in this process's environment wins. */
+export const PRODUCTION_MALLOC_ARENA_MAX = '2'
 
 /**
  * V8 flags that NODE_OPTIONS refuses (--no-opt, --optimize-for-size, ...), to measure what they
@@ -74,7 +76,11 @@ export const PRODUCTION_NODE_OPTIONS = '--max-semi-space-size=1'
 const EXTRA_NODE_ARGS = (process.env.SPEGEL_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
 
 export function spawnNode (script: string, config: object, base: Omit<NodeProc, 'child' | 'pid' | 'stderr' | 'exited' | 'replies' | 'waiters'>): NodeProc {
-  const env = { ...process.env, NODE_OPTIONS: process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS }
+  const env = {
+    ...process.env,
+    NODE_OPTIONS: process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS,
+    MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? PRODUCTION_MALLOC_ARENA_MAX
+  }
   const child = spawn(process.execPath, [...EXTRA_NODE_ARGS, script, JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'pipe'], env })
   if (child.pid === undefined) throw new Error(`cannot spawn ${script}`)
   const node: NodeProc = { ...base, child, pid: child.pid, stderr: '', exited: false, replies: new Map(), waiters: new Map() }

@@ -192,7 +192,8 @@ bah config \
   --workingdir /app \
   --env PATH=/nodejs/bin:/usr/local/bin:/usr/bin:/bin \
   --env NODE_ENV=production \
-  --env NODE_OPTIONS=--max-semi-space-size=1 \
+  --env NODE_OPTIONS='--max-semi-space-size=1 --v8-pool-size=1' \
+  --env MALLOC_ARENA_MAX=2 \
   --env SPEGEL_COMMIT="$commit" \
   --user 0:0 \
   --port 5000/tcp --port 5001/tcp --port 9090/tcp \
