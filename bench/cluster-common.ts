@@ -180,6 +180,10 @@ export interface ProcSample {
   rssKiB: number
   /** Peak RSS (VmHWM). */
   hwmKiB: number
+  /** The anonymous part of RSS (RssAnon): what only this process holds. */
+  anonKiB: number
+  /** File pages in RSS (RssFile): mostly the node binary, held once per machine by the page cache. */
+  fileKiB: number
 }
 
 export function procSample (pid: number): ProcSample | undefined {
@@ -189,7 +193,7 @@ export function procSample (pid: number): ProcSample | undefined {
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
     const status = readFileSync(`/proc/${pid}/status`, 'utf8')
     const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN)
-    return { cpuTicks: Number(rest[11]) + Number(rest[12]), rssKiB: kib('VmRSS'), hwmKiB: kib('VmHWM') }
+    return { cpuTicks: Number(rest[11]) + Number(rest[12]), rssKiB: kib('VmRSS'), hwmKiB: kib('VmHWM'), anonKiB: kib('RssAnon'), fileKiB: kib('RssFile') }
   } catch {
     return undefined
   }

@@ -498,7 +498,8 @@ function requirements (rows: readonly Row[], opts: Options): string[] {
 function idleSummary (label: string, r: IdleReading): string {
   const rss = summarize(r.rssMiB)
   const cpu = summarize(r.cpuPercent)
-  return `${label}: RSS median/max ${fixed(rss.p50)}/${fixed(rss.max)} MiB (goal <= ${GOALS.idleRssMiB}), ` +
+  const anon = summarize(r.anonMiB)
+  return `${label}: RSS median/max ${fixed(rss.p50)}/${fixed(rss.max)} MiB (goal <= ${GOALS.idleRssMiB}; anonymous ${fixed(anon.p50)}/${fixed(anon.max)}), ` +
     `CPU % of a core median/max ${fixed(cpu.p50, 2)}/${fixed(cpu.max, 2)} (goal < ${GOALS.idleCpuPercent})`
 }
 

@@ -225,7 +225,7 @@ export async function waitConverged (nodes: readonly NodeProc[], keysPerNode: nu
     .catch((err: unknown) => { throw new Error(`${errorText(err)} (${behind} still behind)`, { cause: err }) })
 }
 
-export interface IdleReading { rssMiB: number[], hwmMiB: number[], cpuPercent: number[] }
+export interface IdleReading { rssMiB: number[], hwmMiB: number[], anonMiB: number[], fileMiB: number[], cpuPercent: number[] }
 
 /** A process whose idle figures are read: router processes, or full spegel-ts nodes. */
 export interface IdleTarget { index: number, pid: number }
@@ -246,7 +246,7 @@ export async function idleReading (nodes: readonly IdleTarget[], seconds: number
   await delay(seconds * 1000)
   const elapsedS = (monotonicMs() - t0) / 1000
   checkAlive()
-  const reading: IdleReading = { rssMiB: [], hwmMiB: [], cpuPercent: [] }
+  const reading: IdleReading = { rssMiB: [], hwmMiB: [], anonMiB: [], fileMiB: [], cpuPercent: [] }
   for (const n of nodes) {
     const a = before.get(n.pid)
     const b = procSample(n.pid)
@@ -254,6 +254,8 @@ export async function idleReading (nodes: readonly IdleTarget[], seconds: number
     reading.cpuPercent.push(((b.cpuTicks - a.cpuTicks) / ticks) / elapsedS * 100)
     reading.rssMiB.push(b.rssKiB / 1024)
     reading.hwmMiB.push(b.hwmKiB / 1024)
+    reading.anonMiB.push(b.anonKiB / 1024)
+    reading.fileMiB.push(b.fileKiB / 1024)
   }
   return reading
 }
@@ -262,7 +264,10 @@ export function idleText (r: IdleReading): string {
   const rss = summarize(r.rssMiB)
   const cpu = summarize(r.cpuPercent)
   const hwm = summarize(r.hwmMiB)
-  return `RSS per node median ${fixed(rss.p50)} MiB (min ${fixed(rss.min)}, max ${fixed(rss.max)}; peak VmHWM max ${fixed(hwm.max)} MiB), ` +
+  const anon = summarize(r.anonMiB)
+  const file = summarize(r.fileMiB)
+  return `RSS per node median ${fixed(rss.p50)} MiB (min ${fixed(rss.min)}, max ${fixed(rss.max)}; peak VmHWM max ${fixed(hwm.max)} MiB; ` +
+    `of it anonymous median ${fixed(anon.p50)} MiB, max ${fixed(anon.max)}, file pages median ${fixed(file.p50)} MiB), ` +
     `idle CPU per node median ${fixed(cpu.p50, 2)} % of a core (mean ${fixed(cpu.mean, 2)}, max ${fixed(cpu.max, 2)}; all nodes together ${fixed(cpu.mean * cpu.n, 1)} %)`
 }
 
