@@ -75,6 +75,10 @@ export interface Metrics {
   readonly pullStormWaits: Counter<'outcome'>
   /** Blobs this node's containerd is downloading that peers may fetch from it. */
   readonly arrivingBlobs: Gauge
+  /** Blob GETs fetched from several holders at once (--mirror-parallel-min-size). */
+  readonly mirrorParallelFetches: Counter
+  /** Chunks of those fetches asked again from another holder (one failed, or was far slower). */
+  readonly mirrorParallelTakeovers: Counter
   /** Sets `spegel_containerd_state{state}` to 1 for `state` and 0 for every state seen before. */
   setContainerdState(state: string): void
   /** Spegel's advertised gauges, per registry: tags, image roots and content digests. */
@@ -279,6 +283,16 @@ export function createMetrics (registry: Registry, init: MetricsInit = {}): Metr
     arrivingBlobs: new Gauge({
       name: 'spegel_arriving_blobs',
       help: 'Blobs this node\'s containerd is still downloading (or just committed), advertised so that peers can stream them.',
+      registers
+    }),
+    mirrorParallelFetches: new Counter({
+      name: 'spegel_mirror_parallel_fetches_total',
+      help: 'Blob GETs mirrored from several holders at once in Range chunks (--mirror-parallel-min-size).',
+      registers
+    }),
+    mirrorParallelTakeovers: new Counter({
+      name: 'spegel_mirror_parallel_takeovers_total',
+      help: 'Chunks of parallel fetches taken over by another holder because theirs failed or was far slower.',
       registers
     }),
     mirrorRequests: new Counter({

@@ -54,7 +54,7 @@ const MAX_PARALLEL_HOLDERS = 8
 export interface MirrorComponents {
   router: Router
   log: Logger
-  metrics?: Pick<Metrics, 'resolveDurationSeconds'>
+  metrics?: Pick<Metrics, 'resolveDurationSeconds'> & Partial<Pick<Metrics, 'mirrorParallelFetches' | 'mirrorParallelTakeovers'>>
   /** Shared connection pools to peers; by default the mirror makes (and closes) its own. */
   client?: PeerHttpClient
   /**
@@ -379,7 +379,10 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
             if (multi !== undefined) log.warn({ peer: [...ids].join(','), digest: response.descriptor.digest }, 'parallel fetch: peers that contributed to a blob that does not match its digest')
             for (const id of ids) badPeers.add(key, id)
           },
-          onEnd: end
+          onEnd: () => {
+            if (multi !== undefined && multi.steals > 0) metrics?.mirrorParallelTakeovers?.inc(multi.steals)
+            end()
+          }
         })
       }
     } finally {
@@ -424,6 +427,7 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
       }
     })
     log.debug({ digest: response.descriptor.digest, holders: holders.length, bytes: target.end - target.start + 1 }, 'fetching blob from several peers at once')
+    metrics?.mirrorParallelFetches?.inc()
     return body
   }
 

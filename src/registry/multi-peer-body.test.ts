@@ -328,7 +328,7 @@ describe('mirror with --mirror-parallel-min-size', () => {
     return { peer: { id, registryAddress: `127.0.0.1:${srv.port}` }, ranges }
   }
 
-  async function node (parallelMinBytes: number): Promise<{ port: number, network: MemoryRouterNetwork, mirror: ReturnType<typeof createMirror> }> {
+  async function node (parallelMinBytes: number): Promise<{ port: number, network: MemoryRouterNetwork, mirror: ReturnType<typeof createMirror>, metrics: ReturnType<typeof createMetrics> }> {
     const network = new MemoryRouterNetwork()
     const router = new MemoryRouter({ network }, { id: 'self', registryAddress: '127.0.0.1:1' })
     const capture = new LogCapture()
@@ -340,7 +340,12 @@ describe('mirror with --mirror-parallel-min-size', () => {
       await srv.close()
       await mirror.close()
     })
-    return { port: srv.port, network, mirror }
+    return { port: srv.port, network, mirror, metrics }
+  }
+
+  async function counter (metrics: ReturnType<typeof createMetrics>, name: string): Promise<number> {
+    const m = await metrics.registry.getSingleMetric(name)?.get()
+    return m?.values.reduce((sum, v) => sum + v.value, 0) ?? Number.NaN
   }
 
   /** A broken body (what a client sees of a digest failure) is reported, not thrown. */
@@ -367,6 +372,8 @@ describe('mirror with --mirror-parallel-min-size', () => {
     const rangeRequests = peers.flatMap((p) => p.ranges).filter((r) => r !== 'whole')
     assert.equal(rangeRequests.length, Math.ceil(BLOB.length / MiB) - 1)
     assert.ok(peers.filter((p) => p.ranges.length > 0).length >= 2, 'only one holder was asked')
+    assert.equal(await counter(on.metrics, 'spegel_mirror_parallel_fetches_total'), 1)
+    assert.equal(await counter(on.metrics, 'spegel_mirror_parallel_takeovers_total'), 0)
 
     for (const p of peers) p.ranges.length = 0
     const off = await node(BLOB.length + 1)
@@ -374,6 +381,37 @@ describe('mirror with --mirror-parallel-min-size', () => {
     const single = await get(off.port)
     assert.ok(single.body.equals(BLOB))
     assert.deepEqual(peers.flatMap((p) => p.ranges), ['whole'])
+    assert.equal(await counter(off.metrics, 'spegel_mirror_parallel_fetches_total'), 0)
+  })
+
+  it('serves a client\'s Range over the threshold from several holders, asking none of them outside it', async () => {
+    // containerd resumes a broken layer download with a Range; a parallel fetch must then cover
+    // exactly those bytes (its chunks offset by the range's start), not the blob from 0.
+    const peers = await Promise.all(['a', 'b', 'c'].map(async (id) => {
+      const store = new MemoryStore()
+      store.put(BLOB)
+      return await peerNode(id, store)
+    }))
+    const on = await node(2 * MiB)
+    for (const p of peers) on.network.add(DIGEST, p.peer)
+    const cases = [
+      { header: `bytes=${MiB + 777}-${5 * MiB + 99}`, start: MiB + 777, end: 5 * MiB + 99 },
+      { header: `bytes=${2 * MiB + 1}-`, start: 2 * MiB + 1, end: BLOB.length - 1 }
+    ]
+    for (const c of cases) {
+      for (const p of peers) p.ranges.length = 0
+      const res = await request(on.port, `/v2/library/test/blobs/${DIGEST}?ns=docker.io`, { headers: { Range: c.header } })
+      assert.equal(res.status, 206, c.header)
+      assert.equal(res.headers['content-range'], `bytes ${c.start}-${c.end}/${BLOB.length}`)
+      assert.ok(res.body.equals(BLOB.subarray(c.start, c.end + 1)), `bytes differ for ${c.header}`)
+      const asked = peers.flatMap((p) => p.ranges).map((r) => {
+        const m = /^bytes=(\d+)-(\d*)$/.exec(r)
+        assert.ok(m !== null, `a holder was asked for ${r}`)
+        return { start: Number(m[1]), end: m[2] === '' ? BLOB.length - 1 : Number(m[2]) }
+      })
+      for (const r of asked) assert.ok(r.start >= c.start && r.end <= c.end, `asked ${r.start}-${r.end} outside ${c.header}`)
+      assert.ok(peers.filter((p) => p.ranges.length > 0).length >= 2, `only one holder was asked for ${c.header}`)
+    }
   })
 
   it('reports every contributor of a corrupt blob as bad', async () => {
