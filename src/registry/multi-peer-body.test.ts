@@ -358,14 +358,20 @@ describe('mirror with --mirror-parallel-min-size', () => {
     }
   }
 
-  it('fetches a large blob from every holder by Range, and a small one from one', async () => {
+  /** Three whole holders of BLOB (a, b, c), and a node with threshold `parallelMinBytes` that knows them. */
+  async function holdersAndNode (parallelMinBytes: number): Promise<{ peers: Array<Awaited<ReturnType<typeof peerNode>>>, on: Awaited<ReturnType<typeof node>> }> {
     const peers = await Promise.all(['a', 'b', 'c'].map(async (id) => {
       const store = new MemoryStore()
       store.put(BLOB)
       return await peerNode(id, store)
     }))
-    const on = await node(2 * MiB)
+    const on = await node(parallelMinBytes)
     for (const p of peers) on.network.add(DIGEST, p.peer)
+    return { peers, on }
+  }
+
+  it('fetches a large blob from every holder by Range, and a small one from one', async () => {
+    const { peers, on } = await holdersAndNode(2 * MiB)
     const res = await get(on.port)
     assert.equal(res.status, 200)
     assert.ok(res.body.equals(BLOB), 'bytes differ from the blob')
@@ -387,13 +393,7 @@ describe('mirror with --mirror-parallel-min-size', () => {
   it('serves a client\'s Range over the threshold from several holders, asking none of them outside it', async () => {
     // containerd resumes a broken layer download with a Range; a parallel fetch must then cover
     // exactly those bytes (its chunks offset by the range's start), not the blob from 0.
-    const peers = await Promise.all(['a', 'b', 'c'].map(async (id) => {
-      const store = new MemoryStore()
-      store.put(BLOB)
-      return await peerNode(id, store)
-    }))
-    const on = await node(2 * MiB)
-    for (const p of peers) on.network.add(DIGEST, p.peer)
+    const { peers, on } = await holdersAndNode(2 * MiB)
     const cases = [
       { header: `bytes=${MiB + 777}-${5 * MiB + 99}`, start: MiB + 777, end: 5 * MiB + 99 },
       { header: `bytes=${2 * MiB + 1}-`, start: 2 * MiB + 1, end: BLOB.length - 1 }
