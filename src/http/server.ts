@@ -197,8 +197,11 @@ function preparingLimit (handler: (req: IncomingMessage, res: ServerResponse) =>
         done()
         return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args)
       } as ServerResponse['writeHead']
-      res.once('close', done)
       handler(req, res)
+      // A response whose headers went out inside the handler (a local HEAD) has released its
+      // place already and needs no listener; 'close' is emitted on a later tick, so one added
+      // now still hears a client that leaves while the handler waits.
+      if (!isDone) res.once('close', done)
     }
     if (preparing < limit && waiting.length === 0) start()
     else waiting.push(start)

@@ -110,7 +110,14 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
     return readiness.isReady ? undefined : readiness.reason ?? 'not ready'
   }
 
-  async function v2 (req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /**
+   * Everything up to the lookup runs synchronously, and a HEAD of content this node has looked up
+   * in the last second (containerd's HEAD before each GET, the same manifest for every pod start)
+   * is answered right there: no promise, no abort signal, no close listener of its own. A local
+   * HEAD cost about 37 µs of CPU against 25 for a bare node:http server answering with the same
+   * headers (bench/head-cost.ts); the awaits and listeners of the general path were a part of it.
+   */
+  function v2 (req: IncomingMessage, res: ServerResponse): void | Promise<void> {
     if (credentials !== undefined && !isAuthorized(req.headers.authorization, credentials)) {
       throw new OciError('UNAUTHORIZED', 'invalid credentials')
     }
@@ -148,6 +155,20 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
       }
     }
 
+    if (req.method === 'HEAD') {
+      const known = lookups.peek(request.key)
+      if (known !== undefined) {
+        const range = rangeError !== undefined ? rangeError.withSizeBytes(known.sizeBytes) : rangeSpec
+        writeContentHead(res, request, checkLocal(request.kind, known, range))
+        res.end()
+        return
+      }
+    }
+    return lookUpAndServe(req, res, request, rangeSpec, rangeError)
+  }
+
+  /** The general path: the store (or its cached answer), then local content, the mirror or an arriving blob. */
+  async function lookUpAndServe (req: IncomingMessage, res: ServerResponse, request: DistributionRequest, rangeSpec: RangeSpec | undefined, rangeError: RangeNotSatisfiableError | undefined): Promise<void> {
     const signal = requestSignal(res)
     let descriptor: Descriptor
     try {
@@ -174,21 +195,16 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
 
   /** Checks local content against what was asked for and opens its body (not for HEAD). */
   async function localContent (isHead: boolean, kind: DistributionKind, descriptor: Descriptor, rangeSpec: RangeSpec | RangeNotSatisfiableError | undefined, signal: AbortSignal): Promise<Content> {
-    const { digest, sizeBytes, mediaType } = descriptor
-    if (kind === 'manifest') {
-      if (!isManifestMediaType(mediaType)) throw unknownContent('manifest', `${digest} is not a manifest`)
-      if (sizeBytes > MAX_MANIFEST_BYTES) throw unknownContent('manifest', `manifest ${digest} is larger than ${MAX_MANIFEST_BYTES} bytes`)
-      if (isHead) return { descriptor }
-      return { descriptor, body: await readManifest(await openContent('manifest', digest, undefined, signal), descriptor) }
-    }
-    if (isManifestMediaType(mediaType)) throw unknownContent('blob', `${digest} is a manifest, not a blob`)
-    if (rangeSpec instanceof RangeNotSatisfiableError) throw rangeSpec
-    const range = rangeSpec === undefined ? undefined : resolveRange(rangeSpec, sizeBytes)
-    const content: Content = range === undefined ? { descriptor } : { descriptor, range }
+    const content = checkLocal(kind, descriptor, rangeSpec)
     if (isHead) return content
+    const { digest, sizeBytes } = descriptor
+    if (kind === 'manifest') {
+      content.body = await readManifest(await openContent('manifest', digest, undefined, signal), descriptor)
+      return content
+    }
     // Opened before the headers go out, so a failure can still be a proper error response.
     // The size is known from stat: passing the whole range spares the store a second stat.
-    const bytes = range ?? (sizeBytes > 0 ? { start: 0, end: sizeBytes - 1 } : undefined)
+    const bytes = content.range ?? (sizeBytes > 0 ? { start: 0, end: sizeBytes - 1 } : undefined)
     content.body = await openContent('blob', digest, bytes, signal)
     return content
   }
@@ -245,24 +261,9 @@ export function createRegistryHandler (components: RegistryComponents, init: Reg
    * failure), true when it was sent or the client left.
    */
   async function serveContent (req: IncomingMessage, res: ServerResponse, request: DistributionRequest, content: Content, signal: AbortSignal): Promise<boolean> {
-    const { descriptor, range, body } = content
-    const headers: OutgoingHttpHeaders = { 'Docker-Content-Digest': descriptor.digest }
-    // Only local answers name the registry: a peer's headers other than its descriptor are not
-    // passed on, as in Spegel.
-    if (content.peer === undefined && request.registry !== '') headers['OCI-Namespace'] = request.registry
-    if (request.kind === 'blob') headers['Accept-Ranges'] = 'bytes'
-    let status = 200
-    if (range === undefined) {
-      headers['Content-Type'] = descriptor.mediaType
-      headers['Content-Length'] = descriptor.sizeBytes
-    } else {
-      status = 206
-      headers['Content-Type'] = MEDIA_TYPE_OCTET_STREAM
-      headers['Content-Length'] = rangeLength(range)
-      headers['Content-Range'] = contentRangeHeader(range, descriptor.sizeBytes)
-    }
+    const { descriptor, body } = content
     try {
-      res.writeHead(status, headers)
+      writeContentHead(res, request, content)
     } catch (err) {
       // An invalid header value (a store gave a bad media type) must not leak the open file.
       if (body !== undefined && !Buffer.isBuffer(body)) body.destroy()
@@ -403,6 +404,13 @@ class LocalLookups {
     store.subscribe(() => { this.#entries.clear() })
   }
 
+  /** The store's descriptor for `key` if it was looked up in the last second, without asking it. */
+  peek (key: string): Descriptor | undefined {
+    const entry = this.#entries.get(key)
+    if (entry === undefined || Date.now() - entry.atMs >= LOCAL_LOOKUP_TTL_MS) return undefined
+    return entry.descriptor
+  }
+
   async describe (key: string, digest: string | undefined, signal: AbortSignal): Promise<Descriptor> {
     const now = Date.now()
     const entry = this.#entries.get(key)
@@ -433,6 +441,43 @@ function probe (handler: (req: IncomingMessage, res: ServerResponse) => void): (
       return
     }
     handler(req, res)
+  }
+}
+
+/**
+ * Checks local content against what was asked for: a manifest asked as a blob or the other way
+ * round, an oversized manifest and an unsatisfiable range are errors. The result has no body yet.
+ */
+function checkLocal (kind: DistributionKind, descriptor: Descriptor, rangeSpec: RangeSpec | RangeNotSatisfiableError | undefined): Content {
+  const { digest, sizeBytes, mediaType } = descriptor
+  if (kind === 'manifest') {
+    if (!isManifestMediaType(mediaType)) throw unknownContent('manifest', `${digest} is not a manifest`)
+    if (sizeBytes > MAX_MANIFEST_BYTES) throw unknownContent('manifest', `manifest ${digest} is larger than ${MAX_MANIFEST_BYTES} bytes`)
+    return { descriptor }
+  }
+  if (isManifestMediaType(mediaType)) throw unknownContent('blob', `${digest} is a manifest, not a blob`)
+  if (rangeSpec instanceof RangeNotSatisfiableError) throw rangeSpec
+  const range = rangeSpec === undefined ? undefined : resolveRange(rangeSpec, sizeBytes)
+  return range === undefined ? { descriptor } : { descriptor, range }
+}
+
+/** The status and headers of a content response, local or from a peer. */
+function writeContentHead (res: ServerResponse, request: DistributionRequest, content: Content): void {
+  const { descriptor, range } = content
+  const headers: OutgoingHttpHeaders = { 'Docker-Content-Digest': descriptor.digest }
+  // Only local answers name the registry: a peer's headers other than its descriptor are not
+  // passed on, as in Spegel.
+  if (content.peer === undefined && request.registry !== '') headers['OCI-Namespace'] = request.registry
+  if (request.kind === 'blob') headers['Accept-Ranges'] = 'bytes'
+  if (range === undefined) {
+    headers['Content-Type'] = descriptor.mediaType
+    headers['Content-Length'] = descriptor.sizeBytes
+    res.writeHead(200, headers)
+  } else {
+    headers['Content-Type'] = MEDIA_TYPE_OCTET_STREAM
+    headers['Content-Length'] = rangeLength(range)
+    headers['Content-Range'] = contentRangeHeader(range, descriptor.sizeBytes)
+    res.writeHead(206, headers)
   }
 }
 
