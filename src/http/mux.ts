@@ -73,7 +73,7 @@ export function createMux (components: MuxComponents, routes: readonly Route[]):
     // (pipeline destroys the response before its promise rejects).
     let pending = 2
     const done = (): void => {
-      if (--pending > 0) return
+      if (--pending !== 0) return
       const durationMs = elapsedMs(started)
       const code = String(res.statusCode)
       measured?.httpRequestsInflight.dec({ handler: route.pattern })
@@ -88,7 +88,8 @@ export function createMux (components: MuxComponents, routes: readonly Route[]):
         }
       }
     }
-    res.once('close', done)
+    // `on`, not `once`: the response is used once, and `once` costs a wrapper and a removal per request.
+    res.on('close', done)
 
     let result: void | Promise<void> = undefined
     try {
