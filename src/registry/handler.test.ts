@@ -642,7 +642,10 @@ class FaultyStore extends MemoryStore {
   openFault = new Map<string, () => Readable>()
   removeAfterStat = new Set<string>()
 
+  stats = 0
+
   override async stat (digest: string, options?: { signal?: AbortSignal }): Promise<Descriptor> {
+    this.stats++
     const fault = this.statFault.get(digest)
     if (fault !== undefined) throw fault
     const descriptor = await super.stat(digest, options)
@@ -663,6 +666,49 @@ describe('registry handler: failures', () => {
   let h: Harness
   before(async () => { h = await harness({}, { store }) })
   after(async () => { await h.close() })
+
+  it('answers a HEAD of content looked up in the last second without the store, until the store changes', async () => {
+    const path = `/v2/library/test/blobs/${h.blob.digest}`
+    const first = await h.head(path, { Range: 'bytes=10-19' })
+    const stats = store.stats
+    const again = await h.head(path, { Range: 'bytes=10-19' })
+    assert.equal(store.stats, stats, 'the second HEAD asked the store')
+    assert.equal(again.status, 206)
+    assert.deepEqual(stableHeaders(again.headers), stableHeaders(first.headers))
+    // A cached descriptor still goes through the same checks: a blob is no manifest, a bad range is 416.
+    assert.equal((await h.head(`/v2/library/test/manifests/${h.blob.digest}`)).status, 404)
+    const bad = await h.head(path, { Range: 'bytes=5000-' })
+    assert.equal(bad.status, 416)
+    assert.equal(bad.headers['content-range'], 'bytes */2048')
+    // Removed content is seen at once: the store's change clears what was looked up.
+    const gone = store.put('gone soon')
+    await h.head(`/v2/library/test/blobs/${gone.digest}`)
+    store.remove(gone.digest)
+    assert.equal((await h.head(`/v2/library/test/blobs/${gone.digest}`)).status, 404)
+  })
+
+  it('answers that HEAD before its handler returns (no promise on the way), and a first HEAD after', async () => {
+    const capture = new LogCapture()
+    const handler = createRegistryHandler(
+      { store, router: new LocalOnlyRouter(), metrics: createMetrics(new Registry(), { collectDefault: false }), log: capture.log },
+      { filters: [] }
+    )
+    const answeredInside: boolean[] = []
+    const srv = await startTestServer((req, res) => {
+      handler(req, res)
+      answeredInside.push(res.headersSent)
+    }, capture.log)
+    try {
+      const path = `/v2/library/test/manifests/${h.manifest.digest}`
+      const first = await request(srv.port, path, { method: 'HEAD' })
+      const second = await request(srv.port, path, { method: 'HEAD' })
+      assert.deepEqual([first.status, second.status], [200, 200])
+      assert.equal(second.headers['content-length'], String(h.manifest.sizeBytes))
+      assert.deepEqual(answeredInside, [false, true])
+    } finally {
+      await srv.close()
+    }
+  })
 
   it('answers an unexpected store error with 500 and logs it at error', async () => {
     const digest = h.blob1000.digest

@@ -61,8 +61,11 @@ export async function startSpegel (init: SpegelNodeInit): Promise<SpegelNode> {
   const routerPort = init.routerPort ?? await freePort(host)
   // For profiling a benchmark's nodes: node refuses --cpu-prof in NODE_OPTIONS.
   const profDir = process.env.SPEGEL_TEST_CPU_PROF_DIR
+  // And for trying V8 flags that NODE_OPTIONS refuses (--optimize-for-size): space-separated.
+  const nodeArgs = (process.env.SPEGEL_TEST_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
   const args = [
     ...(profDir === undefined || profDir === '' ? [] : ['--cpu-prof', `--cpu-prof-dir=${profDir}`]),
+    ...nodeArgs,
     MAIN_JS, 'registry',
     '--registry-addr', `${host}:${registryPort}`,
     '--metrics-addr', `${host}:${metricsPort}`,
