@@ -68,6 +68,25 @@ let nextCommandId = 1
 export const PRODUCTION_NODE_OPTIONS = '--max-semi-space-size=1 --v8-pool-size=1'
 /** The image's malloc setting, likewise; a MALLOC_ARENA_MAX in this process's environment wins. */
 export const PRODUCTION_MALLOC_ARENA_MAX = '2'
+/** The image's malloc thresholds, likewise; either variable set in this process's environment wins. */
+export const PRODUCTION_MALLOC_THRESHOLD = '131072'
+
+/**
+ * The image's malloc environment for a node, with whatever of it this process's environment sets
+ * instead. `unset` leaves a variable out, to measure glibc's own behaviour (any value, even an
+ * empty one, would replace it: an empty threshold reads as 0).
+ */
+export function productionMallocEnv (): Record<string, string | undefined> {
+  const pick = (name: string, production: string): string | undefined => {
+    const value = process.env[name] ?? production
+    return value === 'unset' ? undefined : value
+  }
+  return {
+    MALLOC_ARENA_MAX: pick('MALLOC_ARENA_MAX', PRODUCTION_MALLOC_ARENA_MAX),
+    MALLOC_MMAP_THRESHOLD_: pick('MALLOC_MMAP_THRESHOLD_', PRODUCTION_MALLOC_THRESHOLD),
+    MALLOC_TRIM_THRESHOLD_: pick('MALLOC_TRIM_THRESHOLD_', PRODUCTION_MALLOC_THRESHOLD)
+  }
+}
 
 /**
  * V8 flags that NODE_OPTIONS refuses (--no-opt, --optimize-for-size, ...), to measure what they
@@ -79,7 +98,7 @@ export function spawnNode (script: string, config: object, base: Omit<NodeProc, 
   const env = {
     ...process.env,
     NODE_OPTIONS: process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS,
-    MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? PRODUCTION_MALLOC_ARENA_MAX
+    ...productionMallocEnv()
   }
   const child = spawn(process.execPath, [...EXTRA_NODE_ARGS, script, JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'pipe'], env })
   if (child.pid === undefined) throw new Error(`cannot spawn ${script}`)

@@ -194,6 +194,8 @@ bah config \
   --env NODE_ENV=production \
   --env NODE_OPTIONS='--max-semi-space-size=1 --v8-pool-size=1' \
   --env MALLOC_ARENA_MAX=2 \
+  --env MALLOC_MMAP_THRESHOLD_=131072 \
+  --env MALLOC_TRIM_THRESHOLD_=131072 \
   --env SPEGEL_COMMIT="$commit" \
   --user 0:0 \
   --port 5000/tcp --port 5001/tcp --port 9090/tcp \
