@@ -18,6 +18,7 @@
 import { createInterface } from 'node:readline'
 import { getHeapSpaceStatistics, setFlagsFromString, writeHeapSnapshot } from 'node:v8'
 import { runInNewContext } from 'node:vm'
+import { startHeapTrimmer } from '../src/observability/heap-trim.js'
 import { createLogger } from '../src/observability/logger.js'
 import { staticBootstrapper } from '../src/routing/bootstrap/static.js'
 import { createP2PRouter, type P2PRouter } from '../src/routing/p2p/index.js'
@@ -113,6 +114,8 @@ async function main (): Promise<void> {
   })
   router.replaceAll(nodeKeys(cfg.index, cfg.keys))
   await router.start()
+  // As `spegel registry` runs it, so an idle reading measures what production holds.
+  startHeapTrimmer({ log })
   print({ event: 'started', index: cfg.index, peerId: router.peerId, t: monotonicMs() })
 
   const lines = createInterface({ input: process.stdin })

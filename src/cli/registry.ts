@@ -7,6 +7,7 @@ import { createMux, createServer, type Route } from '../http/index.js'
 import { addressText, closeGracefully, listen } from '../http/lifecycle.js'
 import { buildFilters } from '../oci/index.js'
 import { createLogger, parseLogLevel, type Logger } from '../observability/logger.js'
+import { startHeapTrimmer } from '../observability/heap-trim.js'
 import { createMetrics, createMetricsHandler, type RouterMetricsSnapshot } from '../observability/metrics.js'
 import {
   PullStorm, RecentRequests, basicAuthHeader, createMirror, createRegistryHandler, createRegistryLabeler, nodeReadiness
@@ -235,9 +236,12 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
   followContent.unref()
   if (storm.isEnabled) arriving.follow(store.contentRoot())
   log.info({ registry: addressText(registryServer), metrics: addressText(metricsServer), router: router.multiaddrs(), peerId: router.peerId, containerdSock: config.containerdSock }, 'running spegel')
+  // The image listing and the cluster's index arrive in bursts that leave V8's heap committed.
+  const heapTrimmer = startHeapTrimmer({ log })
 
   if (!runtime.shutdown.aborted) await once(runtime.shutdown, 'abort')
   log.info('shutting down')
+  heapTrimmer.stop()
   stopSync()
   clearInterval(followContent)
   arriving.stop()

@@ -1,0 +1,88 @@
+import assert from 'node:assert/strict'
+import { getHeapStatistics } from 'node:v8'
+import { describe, it } from 'node:test'
+import { createLogger } from './logger.js'
+import { startHeapTrimmer, type HeapFigures } from './heap-trim.js'
+
+const MiB = 1024 * 1024
+const log = createLogger({ level: 'silent' })
+
+function fake (figures: HeapFigures[]): { figures: () => HeapFigures, collect: () => boolean, collected: () => number, clock: { ms: number } } {
+  let collected = 0
+  const clock = { ms: 1_000_000 }
+  return {
+    figures: () => figures[0]!,
+    collect: () => { collected++; return true },
+    collected: () => collected,
+    clock
+  }
+}
+
+describe('heap trimmer', () => {
+  it('collects only when the unused committed heap is both large and at least half the used heap', () => {
+    const figures: HeapFigures[] = [{ committedBytes: 30 * MiB, usedBytes: 25 * MiB }]
+    const f = fake(figures)
+    const trimmer = startHeapTrimmer({ log, figures: f.figures, collect: f.collect, now: () => f.clock.ms, slackBytes: 16 * MiB, minIntervalMs: 60_000 })
+    try {
+      trimmer.check()
+      assert.equal(f.collected(), 0, '5 MiB unused is not worth a collection')
+      figures[0] = { committedBytes: 120 * MiB, usedBytes: 100 * MiB }
+      trimmer.check()
+      assert.equal(f.collected(), 0, '20 MiB unused beside 100 MiB used is ordinary headroom')
+      figures[0] = { committedBytes: 68 * MiB, usedBytes: 34 * MiB }
+      trimmer.check()
+      assert.equal(f.collected(), 1)
+      assert.equal(trimmer.collections, 1)
+    } finally {
+      trimmer.stop()
+    }
+  })
+
+  it('collects at most once per interval, and stops trying when no collection can run', () => {
+    const figures: HeapFigures[] = [{ committedBytes: 68 * MiB, usedBytes: 34 * MiB }]
+    const f = fake(figures)
+    let available = true
+    const trimmer = startHeapTrimmer({
+      log,
+      figures: f.figures,
+      collect: () => available && f.collect(),
+      now: () => f.clock.ms,
+      minIntervalMs: 60_000
+    })
+    try {
+      trimmer.check()
+      f.clock.ms += 59_000
+      trimmer.check()
+      assert.equal(f.collected(), 1, 'a second collection inside the interval')
+      f.clock.ms += 1_000
+      trimmer.check()
+      assert.equal(f.collected(), 2)
+      available = false
+      f.clock.ms += 60_000
+      trimmer.check()
+      available = true
+      f.clock.ms += 60_000
+      trimmer.check()
+      assert.equal(f.collected(), 2, 'kept trying after the collection was found unavailable')
+    } finally {
+      trimmer.stop()
+    }
+  })
+
+  it('runs a real full V8 collection without --expose-gc', () => {
+    assert.equal(typeof (globalThis as { gc?: unknown }).gc, 'undefined', 'this test must run without --expose-gc')
+    // The figures claim a large unused heap so the check decides to collect; the collection is V8's.
+    let garbage: unknown[] | undefined = Array.from({ length: 200_000 }, (_, i) => ({ i, s: `x${i}` }))
+    const usedWithGarbage = getHeapStatistics().used_heap_size
+    garbage = undefined
+    const trimmer = startHeapTrimmer({ log, figures: () => ({ committedBytes: 100 * MiB, usedBytes: 10 * MiB }) })
+    try {
+      trimmer.check()
+      assert.equal(trimmer.collections, 1)
+      assert.equal(garbage, undefined)
+      assert.ok(getHeapStatistics().used_heap_size < usedWithGarbage, 'the collection freed the dropped objects')
+    } finally {
+      trimmer.stop()
+    }
+  })
+})
