@@ -16,9 +16,8 @@
  * SIGTERM stops the router gracefully (goodbye) and exits.
  */
 import { createInterface } from 'node:readline'
-import { getHeapSpaceStatistics, setFlagsFromString, writeHeapSnapshot } from 'node:v8'
-import { runInNewContext } from 'node:vm'
-import { startHeapTrimmer } from '../src/observability/heap-trim.js'
+import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8'
+import { fullCollection, startHeapTrimmer } from '../src/observability/heap-trim.js'
 import { createLogger } from '../src/observability/logger.js'
 import { staticBootstrapper } from '../src/routing/bootstrap/static.js'
 import { createP2PRouter, type P2PRouter } from '../src/routing/p2p/index.js'
@@ -159,10 +158,7 @@ async function main (): Promise<void> {
         // `snapshot` a heap snapshot written to that path for a closer look.
         const { snapshot, gc } = cmd as { snapshot?: string, gc?: boolean }
         if (snapshot !== undefined) writeHeapSnapshot(snapshot)
-        if (gc === true) {
-          setFlagsFromString('--expose-gc')
-          ;(runInNewContext('gc') as () => void)()
-        }
+        if (gc === true) fullCollection()
         print({
           event: 'memory',
           id,

@@ -42,7 +42,7 @@ import {
   restartForDiskReads, runAb, runBenchmark, startBenchCluster, summarize, TOOLS, type CpuWatch, type Flags, type Tool
 } from './cluster-common.js'
 import { startNginxFileServer, startNginxProxy, type Nginx } from './references.js'
-import { BENCH_NODE_JS, bootstrapPeers, failFast, idleReading, idleText, prepareCluster, PRODUCTION_NODE_OPTIONS, productionMallocEnv, startRouterNodes, type IdleReading } from './router-cluster.js'
+import { BENCH_NODE_JS, bootstrapPeers, failFast, idleReading, idleText, prepareCluster, productionEnv, startRouterNodes, type IdleReading } from './router-cluster.js'
 
 const MIB = 1024 * 1024
 const GIB = 1024 * MIB
@@ -391,7 +391,7 @@ async function idleFull (opts: Options, workDir: string): Promise<IdleReading> {
           contentPath: ctrd.contentPath,
           logLevel: 'INFO',
           // What the image runs with, as for the router processes.
-          env: { NODE_OPTIONS: process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS, ...productionMallocEnv() },
+          env: productionEnv(),
           bootstrapArgs: ['--bootstrap-kind', 'static', ...(peers.length === 0 ? [] : ['--static-bootstrap-peers', ...peers])],
           extraArgs: ['--data-dir', id.dataDir, '--containerd-namespace', namespace, '--containerd-config', ctrd.configFile,
             '--containerd-registry-config-path', ctrd.configPath]
@@ -466,7 +466,7 @@ async function idleRouter (opts: Options): Promise<IdleReading> {
     const { nodes, startupMs } = await startRouterNodes(run, opts.nodes, opts.keys, CONVERGE_TIMEOUT_MS)
     log(`[idle, router processes] full index everywhere ${fixed(startupMs / 1000, 1)} s after the last router was up`)
     const idle = await idleReading(nodes, opts.idleSeconds, () => { failFast(nodes) })
-    log(`[idle, ${opts.nodes} router processes x ${opts.keys} keys, NODE_OPTIONS=${process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS}, ${Object.entries(productionMallocEnv()).map(([k, v]) => `${k}=${v ?? 'unset'}`).join(' ')}] idle ${opts.idleSeconds} s: ${idleText(idle)}; load ${loadAverage()}`)
+    log(`[idle, ${opts.nodes} router processes x ${opts.keys} keys, ${Object.entries(productionEnv()).map(([k, v]) => `${k}=${v ?? 'unset'}`).join(', ')}] idle ${opts.idleSeconds} s: ${idleText(idle)}; load ${loadAverage()}`)
     return idle
   } finally {
     await run.teardown()

@@ -65,27 +65,22 @@ let nextCommandId = 1
  * production runs. A NODE_OPTIONS in this process's environment (bench/datapath.ts --node-options)
  * replaces them.
  */
-export const PRODUCTION_NODE_OPTIONS = '--max-semi-space-size=1 --v8-pool-size=1'
-/** The image's malloc setting, likewise; a MALLOC_ARENA_MAX in this process's environment wins. */
-export const PRODUCTION_MALLOC_ARENA_MAX = '2'
-/** The image's malloc thresholds, likewise; either variable set in this process's environment wins. */
-export const PRODUCTION_MALLOC_THRESHOLD = '131072'
+const PRODUCTION_NODE_OPTIONS = '--max-semi-space-size=1 --v8-pool-size=1'
+/** The image's malloc settings, likewise; each variable set in this process's environment wins. */
+const PRODUCTION_MALLOC_ENV = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_TRIM_THRESHOLD_: '131072' }
 
 /**
- * The image's malloc environment for a node, with whatever of it this process's environment sets
- * instead. `unset` leaves a variable out, to measure glibc's own behaviour (any value, even an
- * empty one, would replace it: an empty threshold reads as 0).
+ * The image's NODE_OPTIONS and malloc environment for a node, with whatever of it this process's
+ * environment sets instead. A malloc variable set to `unset` is left out, to measure glibc's own
+ * behaviour (any value, even an empty one, would replace it: an empty threshold reads as 0).
  */
-export function productionMallocEnv (): Record<string, string | undefined> {
-  const pick = (name: string, production: string): string | undefined => {
+export function productionEnv (): Record<string, string | undefined> {
+  const env: Record<string, string | undefined> = { NODE_OPTIONS: process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS }
+  for (const [name, production] of Object.entries(PRODUCTION_MALLOC_ENV)) {
     const value = process.env[name] ?? production
-    return value === 'unset' ? undefined : value
+    env[name] = value === 'unset' ? undefined : value
   }
-  return {
-    MALLOC_ARENA_MAX: pick('MALLOC_ARENA_MAX', PRODUCTION_MALLOC_ARENA_MAX),
-    MALLOC_MMAP_THRESHOLD_: pick('MALLOC_MMAP_THRESHOLD_', PRODUCTION_MALLOC_THRESHOLD),
-    MALLOC_TRIM_THRESHOLD_: pick('MALLOC_TRIM_THRESHOLD_', PRODUCTION_MALLOC_THRESHOLD)
-  }
+  return env
 }
 
 /**
@@ -97,8 +92,7 @@ const EXTRA_NODE_ARGS = (process.env.SPEGEL_BENCH_NODE_ARGS ?? '').split(' ').fi
 export function spawnNode (script: string, config: object, base: Omit<NodeProc, 'child' | 'pid' | 'stderr' | 'exited' | 'replies' | 'waiters'>): NodeProc {
   const env = {
     ...process.env,
-    NODE_OPTIONS: process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS,
-    ...productionMallocEnv()
+    ...productionEnv()
   }
   const child = spawn(process.execPath, [...EXTRA_NODE_ARGS, script, JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'pipe'], env })
   if (child.pid === undefined) throw new Error(`cannot spawn ${script}`)

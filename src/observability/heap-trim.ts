@@ -99,7 +99,7 @@ let gcFunction: (() => void) | undefined | null = null
  * exposed here at run time (the flag only reaches contexts created after it is set, hence a new
  * one to fetch it from). False when neither works.
  */
-function fullCollection (): boolean {
+export function fullCollection (): boolean {
   if (gcFunction === null) {
     const exposed = (globalThis as { gc?: unknown }).gc
     if (typeof exposed === 'function') {

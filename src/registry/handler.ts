@@ -406,18 +406,14 @@ class LocalLookups {
 
   /** The store's descriptor for `key` if it was looked up in the last second, without asking it. */
   peek (key: string): Descriptor | undefined {
-    const entry = this.#entries.get(key)
-    if (entry === undefined || Date.now() - entry.atMs >= LOCAL_LOOKUP_TTL_MS) return undefined
-    return entry.descriptor
+    return this.#fresh(key, Date.now())?.descriptor
   }
 
   async describe (key: string, digest: string | undefined, signal: AbortSignal): Promise<Descriptor> {
     const now = Date.now()
-    const entry = this.#entries.get(key)
-    if (entry !== undefined && now - entry.atMs < LOCAL_LOOKUP_TTL_MS) {
-      if (entry.missing !== undefined) throw entry.missing
-      if (entry.descriptor !== undefined) return entry.descriptor
-    }
+    const entry = this.#fresh(key, now)
+    if (entry?.missing !== undefined) throw entry.missing
+    if (entry?.descriptor !== undefined) return entry.descriptor
     try {
       const descriptor = await this.#store.stat(digest ?? await this.#store.resolve(key, { signal }), { signal })
       this.#set(key, { descriptor, atMs: now })
@@ -426,6 +422,11 @@ class LocalLookups {
       if (err instanceof NotFoundError) this.#set(key, { missing: err, atMs: now })
       throw err
     }
+  }
+
+  #fresh (key: string, now: number): { descriptor?: Descriptor, missing?: NotFoundError, atMs: number } | undefined {
+    const entry = this.#entries.get(key)
+    return entry !== undefined && now - entry.atMs < LOCAL_LOOKUP_TTL_MS ? entry : undefined
   }
 
   #set (key: string, entry: { descriptor?: Descriptor, missing?: NotFoundError, atMs: number }): void {
