@@ -8,6 +8,12 @@ export const VERSION_TIMEOUT_MS = 3000
 export const REQUEST_CALL_TIMEOUT_MS = 2000
 /** Deadline for calls while listing and walking images. */
 export const LIST_CALL_TIMEOUT_MS = 30_000
+/**
+ * A relist learns every blob's size from one content listing of at most this many entries (twice
+ * MAX_RECORD_KEYS, the most a node advertises; the map costs about 10 MiB at the limit while the
+ * relist runs). A larger store is walked with one Info call per digest instead.
+ */
+export const MAX_LISTED_CONTENT = 100_000
 /** Blobs up to this size are read with one read instead of a stream (much faster on Node 24). */
 export const SMALL_READ_LIMIT_BYTES = 256 * 1024
 /** Pending containerd events beyond this trigger a full relist instead of growing the queue. */

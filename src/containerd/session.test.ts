@@ -58,7 +58,19 @@ class StandInContainerd {
     return image
   }
 
+  /** What contentSizes answers with instead of the sizes, when set. */
+  listingError: Error | undefined
+  contentListings = 0
+  infoCalls = 0
+
+  async contentSizes (): Promise<Map<string, number>> {
+    this.contentListings++
+    if (this.listingError !== undefined) throw this.listingError
+    return new Map([...this.blobs].map(([digest, blob]) => [digest, blob.length]))
+  }
+
   async info (digest: string): Promise<{ digest: string, sizeBytes: number }> {
+    this.infoCalls++
     const blob = this.blobs.get(digest)
     if (blob === undefined) throw Object.assign(new Error('not found'), { code: grpc.status.NOT_FOUND })
     return { digest, sizeBytes: blob.length }
@@ -70,8 +82,7 @@ class StandInContainerd {
   }
 }
 
-async function startSession (filters: string[], ttlMs = 60_000): Promise<{ ctrd: StandInContainerd, index: ImageIndex, changes: StoreChange[], stop: () => Promise<void> }> {
-  const ctrd = new StandInContainerd()
+async function startSession (filters: string[], ttlMs = 60_000, ctrd = new StandInContainerd()): Promise<{ ctrd: StandInContainerd, index: ImageIndex, changes: StoreChange[], stop: () => Promise<void> }> {
   const index = new ImageIndex()
   const changes: StoreChange[] = []
   const session = new IndexSession({
@@ -147,6 +158,56 @@ describe('IndexSession content events', () => {
       const added = new Set(s.changes.flatMap((c) => c.type === 'add' ? c.keys : []))
       for (const digest of digests) assert.ok(!added.has(digest))
       assert.ok(added.has(marker[2]!))
+    } finally {
+      await s.stop()
+    }
+  })
+})
+
+describe('IndexSession relist', () => {
+  function withImages (): { ctrd: StandInContainerd, keys: string[] } {
+    const ctrd = new StandInContainerd()
+    const keys: string[] = []
+    for (let i = 0; i < 5; i++) keys.push(`example.test/app-${i}:1`, ...ctrd.addImage(`example.test/app-${i}:1`))
+    // Content no image holds is listed but not advertised.
+    ctrd.add('an unreferenced blob')
+    return { ctrd, keys }
+  }
+
+  it('learns every size from one content listing and asks nothing per digest', async () => {
+    const { ctrd, keys } = withImages()
+    const s = await startSession([], 60_000, ctrd)
+    try {
+      assert.equal(ctrd.contentListings, 1)
+      assert.equal(ctrd.infoCalls, 0)
+      assert.deepEqual(new Set(s.index.keys()), new Set(keys))
+    } finally {
+      await s.stop()
+    }
+  })
+
+  it('asks per digest, and indexes the same keys, when the listing fails', async () => {
+    const { ctrd, keys } = withImages()
+    ctrd.listingError = Object.assign(new Error('unknown method List'), { code: grpc.status.UNIMPLEMENTED })
+    const s = await startSession([], 60_000, ctrd)
+    try {
+      assert.equal(ctrd.contentListings, 1)
+      assert.equal(ctrd.infoCalls, keys.length - 5, 'one Info per digest')
+      assert.deepEqual(new Set(s.index.keys()), new Set(keys))
+    } finally {
+      await s.stop()
+    }
+  })
+
+  it('skips, as the per-digest walk does, a layer the listing lacks', async () => {
+    const { ctrd, keys } = withImages()
+    const gone = keys[3]!
+    ctrd.blobs.delete(gone)
+    const s = await startSession([], 60_000, ctrd)
+    try {
+      assert.equal(ctrd.infoCalls, 0)
+      assert.ok(!s.index.has(gone))
+      assert.deepEqual(new Set(s.index.keys()), new Set(keys.filter((k) => k !== gone)))
     } finally {
       await s.stop()
     }

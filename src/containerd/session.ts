@@ -5,7 +5,7 @@ import type { ContentReader } from './content-reader.js'
 import { decodeEvent, eventFilters } from './events.js'
 import type { ImageIndex, IndexedImage, KeyDelta } from './image-index.js'
 import type { ImageWalker, WalkSource } from './image-walker.js'
-import { LIST_CALL_TIMEOUT_MS, LOOSE_CONTENT_SWEEP_MS, LOOSE_CONTENT_TTL_MS, MAX_PENDING_EVENTS } from './constants.js'
+import { LIST_CALL_TIMEOUT_MS, LOOSE_CONTENT_SWEEP_MS, LOOSE_CONTENT_TTL_MS, MAX_LISTED_CONTENT, MAX_PENDING_EVENTS } from './constants.js'
 
 export interface IndexSessionComponents {
   log: Logger
@@ -137,8 +137,12 @@ export class IndexSession {
     }
   }
 
-  async #relist (client: ContainerdClient, source: WalkSource, signal: AbortSignal): Promise<void> {
+  async #relist (client: ContainerdClient, perDigest: WalkSource, signal: AbortSignal): Promise<void> {
     const records = await client.listImages([], { timeoutMs: LIST_CALL_TIMEOUT_MS, signal })
+    const sizes = await this.#contentSizes(client, signal)
+    // Content added after the listing is missing from it, as an image added after listImages is:
+    // the events that follow bring both in.
+    const source: WalkSource = sizes === undefined ? perDigest : { sizeOf: async (digest) => sizes.get(digest), read: perDigest.read }
     const images = new Map<string, IndexedImage>()
     const mediaTypes = new Map<string, string>()
     for (const record of records) {
@@ -158,6 +162,18 @@ export class IndexSession {
     this.#log.info({ images: images.size, keys: this.#index.size }, 'indexed containerd images')
     // A snapshot equal to what peers already have costs nothing: the router sends only the difference.
     this.#emit({ type: 'snapshot', keys: this.#index.keys() })
+  }
+
+  /** Every blob's size from one listing, or undefined when the walk must ask per digest. */
+  async #contentSizes (client: ContainerdClient, signal: AbortSignal): Promise<ReadonlyMap<string, number> | undefined> {
+    try {
+      return await client.contentSizes(MAX_LISTED_CONTENT, { timeoutMs: LIST_CALL_TIMEOUT_MS, signal })
+    } catch (err) {
+      // A lost connection ends the session; a slow, refused or oversized listing only costs speed.
+      if (signal.aborted || grpcCode(err) === grpc.status.UNAVAILABLE) throw err
+      this.#log.info({ err: (err as Error).message }, 'asking containerd for content sizes one digest at a time: the content listing failed')
+      return undefined
+    }
   }
 
   async #handleEvent (client: ContainerdClient, source: WalkSource, event: ContainerdEvent, signal: AbortSignal): Promise<void> {

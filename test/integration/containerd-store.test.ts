@@ -16,7 +16,7 @@ import { NotFoundError, StoreUnavailableError } from '../../src/store/errors.js'
 import type { StoreChange } from '../../src/store/types.js'
 import { createLogger } from '../../src/observability/logger.js'
 import { isValidMediaType, regexFilter } from '../../src/oci/index.js'
-import { grpc } from '../../src/containerd/client.js'
+import { ContainerdClient, grpc } from '../../src/containerd/client.js'
 import { run } from '../helpers/net.js'
 
 const skip = containerdAvailable() ? false : 'needs root and containerd (scripts/test-all.sh installs it)'
@@ -142,6 +142,33 @@ describe('containerd store', { skip }, () => {
       assert.ok(snapshot, 'a snapshot was emitted')
     } finally {
       await h.stop()
+    }
+  })
+
+  it('lists every blob of the namespace with its size in one call, and stops at the bound it is given', async () => {
+    const client = new ContainerdClient({ socketPath: ctrd.socketPath, namespace: ctrd.namespace })
+    try {
+      const sizes = await client.contentSizes(10_000)
+      const amd = multi.platforms.find((p) => p.architecture === 'amd64')!
+      const expected = [app.top, ...app.platforms.flatMap((p) => [p.manifest, p.config, ...p.layers]), multi.top, amd.manifest, amd.config, ...amd.layers]
+      for (const d of expected) assert.equal(sizes.get(d.digest), d.size, `size of ${d.digest}`)
+      // The same answers containerd gives one digest at a time, and nothing it does not hold.
+      for (const [digest, size] of sizes) assert.equal((await client.info(digest)).sizeBytes, size, digest)
+      const other = new ContainerdClient({ socketPath: ctrd.socketPath, namespace: 'spegel-empty' })
+      try {
+        assert.equal((await other.contentSizes(10_000)).size, 0, 'another namespace lists none of it')
+      } finally {
+        other.close()
+      }
+      await assert.rejects(client.contentSizes(sizes.size - 1), (err: Error & { code?: number }) => {
+        assert.equal(err.code, grpc.status.RESOURCE_EXHAUSTED)
+        assert.match(err.message, new RegExp(`more than ${sizes.size - 1} blobs`))
+        return true
+      })
+      // The channel is still usable after the cancelled listing.
+      assert.equal((await client.contentSizes(sizes.size)).size, sizes.size)
+    } finally {
+      client.close()
     }
   })
 
