@@ -1,5 +1,5 @@
 import dns from 'node:dns'
-import http from 'node:http'
+import type { Server } from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as delay } from 'node:timers/promises'
@@ -8,6 +8,7 @@ import { cleanupMirrorConfiguration } from '../mirror-config/index.js'
 import { createLogger, parseLogLevel, type Logger } from '../observability/logger.js'
 import { addressText, closeGracefully, listen } from '../http/lifecycle.js'
 import { describeFailure } from './configuration.js'
+import { http } from '../http/node-http.js'
 
 export type { CleanupConfig, CleanupWaitConfig } from '../config/index.js'
 
@@ -31,7 +32,7 @@ export interface CleanupRuntime {
  * Answers 200 to `GET /readyz` and 404 to everything else, as Spegel intends; its
  * pkg/cleanup/cleanup.go tests with `&&` where it means `||`, so it answers 200 to any GET.
  */
-export function createCleanupProbeServer (): http.Server {
+export function createCleanupProbeServer (): Server {
   return http.createServer((req, res) => {
     const pathname = (req.url ?? '').split('?', 1)[0]
     const status = req.method === 'GET' && pathname === '/readyz' ? 200 : 404

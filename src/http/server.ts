@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs'
-import { Server, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { Server as NetServer, type AddressInfo, type ListenOptions, type Socket } from 'node:net'
 import type { Logger } from '../observability/logger.js'
+import { http } from './node-http.js'
 
 export interface ServerOptions {
   log: Logger
@@ -106,7 +107,7 @@ export function createServer (handler: (req: IncomingMessage, res: ServerRespons
   const headersTimeoutMs = options.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS
   const checkIntervalMs = options.checkIntervalMs ?? DEFAULT_CHECK_INTERVAL_MS
   const maxPreparing = options.maxPreparing ?? DEFAULT_MAX_PREPARING
-  const server = new Server({
+  const server = new http.Server({
     headersTimeout: headersTimeoutMs,
     // Node refuses a request timeout below the header timeout.
     requestTimeout: Math.max(options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, headersTimeoutMs),

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { Agent, request, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
 import {
   MANIFEST_MEDIA_TYPES, childDescriptors, isIndexMediaType, isManifestMediaType, parseImageReference,
   referenceIdentifier, type ChildDescriptor, type ImageReference
@@ -78,6 +78,9 @@ export async function measureImage (components: MeasureComponents, input: string
 
   const base = components.registryUrl()
   if (base === undefined) return { image, key, lookup, error: 'the registry is not listening yet' }
+  // Loaded on the first measurement, not with the page: undici costs every node about 6 MiB of
+  // heap for a button most operators never press.
+  const { Agent, request } = await import('undici')
   const dispatcher = new Agent({ connections: 4, keepAliveTimeout: 5000 })
   const items: MeasuredItem[] = []
   const pullStarted = performance.now()

@@ -1,4 +1,4 @@
-import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { ConfigError, parseHostPort, type HostPort } from '../../config/index.js'
@@ -9,6 +9,7 @@ import { DEFAULT_CALL_TIMEOUT_MS, MAX_BOOTSTRAP_PEERS, MAX_ID_RESPONSE_BYTES, SE
 import { BootstrapError } from './errors.js'
 import { decodePeerId, parseAddrInfo, parseMultiaddr } from './peer-addr.js'
 import type { BootstrapPeer, Bootstrapper, SelfInfo } from './types.js'
+import { http } from '../../http/node-http.js'
 
 export interface HttpBootstrapperInit {
   /** --http-bootstrap-addr: `host:port` to serve `/id` on (plain HTTP, as Spegel); empty serves nothing. */
@@ -112,7 +113,7 @@ interface ServeOptions {
 
 async function serveId (addr: HostPort, self: () => SelfInfo, signal: AbortSignal, options: ServeOptions): Promise<void> {
   const { log } = options
-  const server = createServer((req, res) => { handleId(req, res, self, log) })
+  const server = http.createServer((req, res) => { handleId(req, res, self, log) })
   // Peers send one tiny request; a client that dawdles gets dropped instead of holding a socket.
   server.headersTimeout = 10_000
   server.requestTimeout = 10_000
@@ -223,7 +224,7 @@ async function get (url: URL, tls: BootstrapTls | undefined, signal: AbortSignal
     }
     const req = url.protocol === 'https:'
       ? httpsRequest(url, { ...common, minVersion: 'TLSv1.2', ...(tls?.ca === undefined ? {} : { ca: [...tls.ca] }), ...(tls?.cert === undefined ? {} : { cert: tls.cert, key: tls.key }) }, onResponse)
-      : httpRequest(url, common, onResponse)
+      : http.request(url, common, onResponse)
     req.on('error', reject)
     req.end()
   })
