@@ -6,6 +6,7 @@
  *   npx node dist/bench/datapath.js [--size-mib 512] [--runs 5] [--ab-seconds 5]
  *     [--rows blob-local,blob-mirror,head-local,head-mirror,idle] [--nodes 30] [--keys 5000]
  *     [--idle-seconds 20] [--idle-nodes full,router] [--node-options ...] [--cpu-prof-dir DIR]
+ *     [--unverified-relay]
  *
  * Rows (each prints every run, then a median; the end block is for pasting into a note):
  *  - blob-local: curl GET of a `--size-mib` layer from node a, which holds it, against nginx
@@ -13,6 +14,8 @@
  *  - blob-mirror: the same GET sent to node b, which lacks it and relays a's answer (b -> a),
  *    against one hop (the blob-local figure of a) and against nginx relaying a (proxy_pass,
  *    keep-alive upstream, 1 MiB buffers); with the relaying process's CPU seconds per GiB.
+ *    b hashes the layer as it relays it (`--verify-relayed-blobs`); `--unverified-relay` starts
+ *    the nodes with that switched off, to measure what the check costs.
  *  - head-local, head-mirror: `ab -k -i -c16` HEAD of the manifest by tag on a, and through b,
  *    against nginx serving the manifest file, and nginx relaying a.
  *  - idle: `--nodes` nodes advertising `--keys` keys each, converged, then RSS and CPU of every
@@ -82,6 +85,7 @@ const FLAGS = {
   'idle-seconds': { kind: 'int', default: 20, help: 'idle row: the window CPU is counted over' },
   'idle-nodes': { kind: 'choices', default: ['full', 'router'], choices: ['full', 'router'], help: 'idle row: full spegel-ts nodes, router-only processes, or both' },
   'node-options': { kind: 'string', default: '', help: 'NODE_OPTIONS for the spegel-ts nodes, e.g. --node-options=--max-semi-space-size=1' },
+  'unverified-relay': { kind: 'boolean', help: 'data rows: nodes run with --verify-relayed-blobs=false (node b relays the layer without hashing it; containerd would still check it at commit)' },
   'cpu-prof-dir': { kind: 'string', default: '', help: 'write a V8 CPU profile of every spegel-ts node there (--cpu-prof; written when a node stops)' }
 } as const
 type Options = Flags<typeof FLAGS>
@@ -112,7 +116,7 @@ async function setUpDataPath (workDir: string, opts: Options): Promise<DataPath>
   const manifest = image.platforms[0]!.manifest
   log(`built ${REF} in ${fixed((performance.now() - t) / 1000)} s: layer ${layer.digest} (${layer.size} bytes), manifest ${manifest.digest} (${manifest.size} bytes)`)
 
-  const cluster = await startBenchCluster(2)
+  const cluster = await startBenchCluster(2, opts.unverifiedRelay ? { extraArgs: ['--verify-relayed-blobs', 'false'] } : {})
   const [a, b] = cluster.nodes as [ClusterNode, ClusterNode]
   t = performance.now()
   await a.containerd.ctr(['images', 'import', image.archivePath!], { timeoutMs: IMPORT_TIMEOUT_MS })
@@ -563,7 +567,7 @@ async function measureRows (rows: readonly Row[], opts: Options, workDir: string
       }
       if (rows.includes('blob-mirror')) {
         const x = mbps('spegel via b')
-        summary.push(`blob GET via mirror ${head}: spegel ${fmt0(x)} MB/s, one hop ${fmt0(mbps('spegel local'))}, nginx relay ${fmt0(mbps('nginx relay'))}: ` +
+        summary.push(`blob GET via mirror ${head}${opts.unverifiedRelay ? ', relay unverified' : ''}: spegel ${fmt0(x)} MB/s, one hop ${fmt0(mbps('spegel local'))}, nginx relay ${fmt0(mbps('nginx relay'))}: ` +
           `ratio ${ratio(x, mbps('spegel local'))}, ${ratio(x, mbps('nginx relay'))} (goals >= ${GOALS.blobMirrorOfOneHop}, >= ${GOALS.blobMirrorOfNginx.toFixed(1)}); ` +
           `relaying node CPU s/GiB: spegel ${cpu('spegel via b')} (main thread ${fixed(medianOf(b, 'spegel via b', (r) => r.mainThreadCpuPerGiB ?? Number.NaN), 2)}), nginx ${cpu('nginx relay')} ` +
           `(holder a behind them: ${fixed(medianOf(b, 'spegel via b', (r) => r.originCpuPerGiB ?? Number.NaN), 2)}, ${fixed(medianOf(b, 'nginx relay', (r) => r.originCpuPerGiB ?? Number.NaN), 2)})`)

@@ -67,6 +67,7 @@ const REGISTRY_FLAGS: Array<[flag: string, env: string, raw: string, field: keyo
   ['--mirror-resolve-timeout', 'MIRROR_RESOLVE_TIMEOUT', '1m30s', 'mirrorResolveTimeoutMs', 90_000],
   ['--mirror-resolve-retries', 'MIRROR_RESOLVE_RETRIES', '5', 'mirrorResolveRetries', 5],
   ['--mirror-parallel-min-size', 'MIRROR_PARALLEL_MIN_SIZE', '32MiB', 'mirrorParallelMinBytes', 32 * 1024 * 1024],
+  ['--verify-relayed-blobs', 'VERIFY_RELAYED_BLOBS', 'false', 'verifyRelayedBlobs', false],
   ['--debug-web-enabled', 'DEBUG_WEB_ENABLED', 'false', 'debugWebEnabled', false],
   ['--dns-bootstrap-domain', 'DNS_BOOTSTRAP_DOMAIN', 'other.svc', 'dnsBootstrapDomain', 'other.svc'],
   ['--http-bootstrap-addr', 'HTTP_BOOTSTRAP_ADDR', ':5002', 'httpBootstrapAddr', ':5002'],

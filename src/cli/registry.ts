@@ -109,6 +109,7 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
     resolveTimeoutMs: config.mirrorResolveTimeoutMs,
     resolveRetries: config.mirrorResolveRetries,
     parallelMinBytes: config.mirrorParallelMinBytes,
+    isRelayVerified: config.verifyRelayedBlobs,
     ...(basicAuth === undefined ? {} : { basicAuth }),
     inflightTimeoutMinMs: MIRROR_INFLIGHT_TIMEOUT_MIN_MS
   })
@@ -137,6 +138,9 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
       fix: 'give every node the same key file: printf \'/key/swarm/psk/1.0.0/\\n/base16/\\n%s\\n\' "$(openssl rand -hex 32)" > router.psk, then --router-secret-path router.psk (the Kubernetes install reads it from the Secret spegel-router-psk, docs/kubernetes.md)'
     })
     log.warn({ event: 'router_without_psk', fix: 'set --router-secret-path on every node' }, 'the router runs without a pre-shared key; any process that can reach the router port can join')
+  }
+  if (!config.verifyRelayedBlobs) {
+    log.warn({ event: 'relay_unverified', fix: 'leave --verify-relayed-blobs at true unless the hash\'s CPU matters more' }, 'whole blobs relayed from peers are not checked against their digest; containerd still refuses wrong bytes at commit, but a corrupt peer is not avoided')
   }
   const routes: Route[] = [
     { pattern: '/metrics', handler: createMetricsHandler(promRegistry), isQuiet: true, isUnmeasured: true }

@@ -40,6 +40,7 @@ describe('parseRegistryConfig', () => {
       mirrorResolveRetries: 3,
       pullStormWaitMs: 2000,
       mirrorParallelMinBytes: 0,
+      verifyRelayedBlobs: true,
       debugWebEnabled: true,
       bootstrapKind: 'dns',
       dnsBootstrapDomain: 'spegel-bootstrap',

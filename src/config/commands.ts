@@ -26,6 +26,8 @@ export interface RegistryConfig {
   readonly pullStormWaitMs: number
   /** `--mirror-parallel-min-size` in bytes; 0: off. */
   readonly mirrorParallelMinBytes: number
+  /** `--verify-relayed-blobs`: hash whole blobs relayed from peers. */
+  readonly verifyRelayedBlobs: boolean
   readonly debugWebEnabled: boolean
   readonly bootstrapKind: s.BootstrapKind
   readonly dnsBootstrapDomain: string
@@ -112,6 +114,7 @@ export const registrySettings = {
   mirrorResolveRetries: s.mirrorResolveRetries,
   pullStormWaitMs: s.pullStormWait,
   mirrorParallelMinBytes: s.mirrorParallelMinSize,
+  verifyRelayedBlobs: s.verifyRelayedBlobs,
   debugWebEnabled: s.debugWebEnabled,
   bootstrapKind: s.bootstrapKind,
   dnsBootstrapDomain: s.dnsBootstrapDomain,

@@ -676,6 +676,26 @@ describe('mirror: broken streams', () => {
     assert.deepEqual(ociError(await withDeadline(fetch(node.port, blobPath(C.big.digest)), 'GET')).detail, { attempts: 0 })
   })
 
+  it('with --verify-relayed-blobs=false, relays the bytes unchecked and blames no one', async () => {
+    const node = await startNode({ isRelayVerified: false })
+    const corrupt = await contentPeer('corrupt', new CorruptStore({ chunkBytes: 16 * 1024 }))
+    node.hold(C.big.digest, corrupt.peer)
+    const res = await withDeadline(fetch(node.port, blobPath(C.big.digest)), 'GET corrupt')
+    assert.equal(res.status, 200)
+    assert.ok(res.isComplete, 'the response ends cleanly: containerd is left to refuse it at commit')
+    assert.equal(res.body.length, BIG.length)
+    assert.notEqual(sha256(res.body), C.big.digest)
+    assert.ok(!node.mirror.badPeers.has(C.big.digest, 'corrupt'))
+    assert.equal(node.capture.lines.find((l) => l.msg === 'peer served a blob that does not match its digest'), undefined)
+    // A good peer's bytes come through as they are.
+    const good = await contentPeer('good')
+    node.network.delete(C.big.digest, 'corrupt')
+    node.hold(C.big.digest, good.peer)
+    const again = await withDeadline(fetch(node.port, blobPath(C.big.digest)), 'GET good')
+    assert.ok(again.isComplete)
+    assert.equal(sha256(again.body), C.big.digest)
+  })
+
   it('skips a peer whose manifest does not match its digest', async () => {
     // Our own handler verifies manifests before serving them, so the liar is hand-written.
     const node = await startNode()

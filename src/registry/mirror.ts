@@ -95,6 +95,14 @@ export interface MirrorInit {
   parallelMinBytes?: number
   /** Bytes per Range request of a parallel fetch (MultiPeerBody's default when undefined). */
   parallelChunkBytes?: number
+  /**
+   * `--verify-relayed-blobs` (default true): a whole blob from peers is hashed as it streams and
+   * its last byte held back until it matches its digest, so a corrupt or hostile peer is caught,
+   * blamed and avoided before containerd sees a complete body. False relays the bytes unchecked:
+   * containerd still refuses a wrong digest when it commits the blob, but the pull fails and its
+   * retry may land on the same peer.
+   */
+  isRelayVerified?: boolean
 }
 
 export interface MirrorFetchOptions {
@@ -160,6 +168,7 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
   const client: PeerHttpClient = components.client ?? ownClient as PeerHttpClient
   const authorization = init.basicAuth === undefined ? undefined : basicAuthHeader(init.basicAuth)
   const deadlineMs = init.manifestDeadlineMs ?? DEFAULT_MANIFEST_DEADLINE_MS
+  const isRelayVerified = init.isRelayVerified ?? true
   const inflightTimeoutMinMs = init.inflightTimeoutMinMs ?? DEFAULT_INFLIGHT_TIMEOUT_MIN_MS
   const maxAttempts = Math.max(1, init.resolveRetries)
   const hedger = init.hedger ?? new Hedger()
@@ -362,7 +371,7 @@ export function createMirror (components: MirrorComponents, init: MirrorInit): M
         ...served,
         body: new PeerBlobStream({
           first: multi === undefined ? response : { ...response, body: multi },
-          isWhole: range === undefined,
+          isVerified: range === undefined && isRelayVerified,
           log,
           // A resume race runs under the client's signal only (blob GETs have no deadline).
           resume: async (remaining) => {

@@ -126,7 +126,7 @@ async function start (holders: BlobPeer[], options: Partial<MultiPeerBodyInit> =
   })
   const stream = new PeerBlobStream({
     first: { ...first, body },
-    isWhole: true,
+    isVerified: true,
     // Only when the body itself gave up: the single-peer resume, from the first holder.
     resume: async (range) => await fetchRange((holders[0] as BlobPeer).peer, range as Served, AbortSignal.timeout(10_000)),
     onWrongSize: () => {},

@@ -43,7 +43,7 @@ describe('PeerBlobStream as a Readable', () => {
     let ended = 0
     const stream = new PeerBlobStream({
       first: answer('a', [BYTES.subarray(0, 7)], undefined, new Error('cut')),
-      isWhole: true,
+      isVerified: true,
       log,
       resume: async (range) => {
         asked.push(range as { start: number, end?: number })
@@ -65,7 +65,7 @@ describe('PeerBlobStream as a Readable', () => {
     let blamed: readonly string[] = []
     const stream = new PeerBlobStream({
       first: answer('liar', [corrupt]),
-      isWhole: true,
+      isVerified: true,
       log,
       resume: async () => { throw new Error('not needed') },
       onWrongSize: () => {},
@@ -82,7 +82,7 @@ describe('PeerBlobStream as a Readable', () => {
     let resumes = 0
     const stream = new PeerBlobStream({
       first: answer('a', [BYTES.subarray(0, 5)], undefined, new Error('cut')),
-      isWhole: true,
+      isVerified: true,
       log,
       resume: async () => {
         resumes++

@@ -15,8 +15,11 @@ const MAX_WRITES_IN_FLIGHT = 3
 export interface PeerBlobStreamInit {
   /** The answer that won the first race: its headers describe what this stream delivers. */
   first: PeerResponse
-  /** Whole blob asked for: the bytes are hashed and checked against the digest. */
-  isWhole: boolean
+  /**
+   * Hash the bytes and check them against the digest, holding the last one back until they match:
+   * set for a whole blob (a Range cannot be checked), unless `--verify-relayed-blobs=false`.
+   */
+  isVerified: boolean
   /** Asks the peers again for `range` (the bytes not yet received); rejects when none can. */
   resume: (range: RangeSpec) => Promise<PeerResponse>
   /** A resumed answer reports another size: that peer cannot be continuing the same bytes. */
@@ -57,7 +60,7 @@ export class PeerBlobStream extends Readable {
     this.#init = init
     const { descriptor, range } = init.first
     this.#target = range ?? { start: 0, end: descriptor.sizeBytes - 1 }
-    this.#hash = init.isWhole ? new HashSession(parseDigest(descriptor.digest).algorithm) : undefined
+    this.#hash = init.isVerified ? new HashSession(parseDigest(descriptor.digest).algorithm) : undefined
     this.#current = init.first
     this.#offset = this.#target.start
   }
