@@ -1,7 +1,7 @@
 /**
- * Heap cost of the replicated index per (key, node) pair. Records travel through the real
- * codec and are signed and verified (as a pull delivers them), then the heap is measured after
- * a full GC.
+ * Memory cost of the replicated index per (key, node) pair: V8 heap plus ArrayBuffers (the
+ * packed digests). Records travel through the real codec and are signed and verified (as a pull
+ * delivers them), then both are measured after a full GC.
  *
  *   npx node --expose-gc dist/test/scale/index-memory.js [nodes=30] [keysPerNode=5000]
  */
@@ -25,7 +25,23 @@ const signers = await Promise.all(Array.from({ length: nodes }, async () => {
 }))
 const verifier = signers[0]!
 
-function measure (name: string, sharedFraction: number, tagFraction: number): void {
+/** The index keeps digests in ArrayBuffers (digest-table.ts), outside the V8 heap: count both. */
+function footprint (): { heap: number, buffers: number } {
+  const m = process.memoryUsage()
+  return { heap: m.heapUsed, buffers: m.arrayBuffers }
+}
+
+/** Collections until the figures hold still: ArrayBuffers are freed after the collection that found them dead. */
+async function settle (): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    gc!()
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+}
+
+async function measure (name: string, sharedFraction: number, tagFraction: number): Promise<void> {
+  await settle()
+  const before = footprint()
   const shared = Array.from({ length: Math.round(perNode * sharedFraction) }, () => `sha256:${randomBytes(32).toString('hex')}`)
   const frames: Uint8Array[] = []
   for (let n = 0; n < nodes; n++) {
@@ -36,8 +52,6 @@ function measure (name: string, sharedFraction: number, tagFraction: number): vo
     const payload = encodeRecordPayload({ registryAddress: `10.0.${n}.1:5000`, addrs: [`/ip4/10.0.${n}.1/tcp/5001`], keys, keyCount: keys.length, tagDigests: undefined })
     frames.push(encodeRecordFrame(0, signers[n]!.statement(StatementKind.Record, Date.now() * 1000, 1, payload).bytes))
   }
-  gc!()
-  const before = process.memoryUsage().heapUsed
   const index = new ContentIndex({ selfId: 'self', expiryMs: 20_000, tombstoneTtlMs: 60_000 })
   for (const f of frames) {
     const frame = decodePullResponse(f)
@@ -49,15 +63,17 @@ function measure (name: string, sharedFraction: number, tagFraction: number): vo
     index.applyFull([{ origin: s.origin, epoch: s.epoch, seq: s.seq, ageMs: frame.ageMs, body, claims, signature: s.signature }], Date.now())
   }
   frames.length = 0
-  gc!()
-  const after = process.memoryUsage().heapUsed
+  await settle()
+  const after = footprint()
   const pairs = nodes * perNode
   // Keep `index` reachable until measured.
   if (index.recordCount !== nodes) throw new Error('records missing')
-  console.log(JSON.stringify({ case: name, nodes, keysPerNode: perNode, distinctKeys: index.distinctKeys, pairs, heapBytes: after - before, bytesPerPair: Math.round((after - before) / pairs) }))
+  const heapBytes = after.heap - before.heap
+  const bufferBytes = after.buffers - before.buffers
+  console.log(JSON.stringify({ case: name, nodes, keysPerNode: perNode, distinctKeys: index.distinctKeys, pairs, heapBytes, bufferBytes, bytesPerPair: Math.round((heapBytes + bufferBytes) / pairs) }))
 }
 
-measure('every key on one node (worst case)', 0, 0)
-measure('half the keys on every node', 0.5, 0)
-measure('every key on every node', 1, 0)
-measure('20% tags, rest unique digests', 0, 0.2)
+await measure('every key on one node (worst case)', 0, 0)
+await measure('half the keys on every node', 0.5, 0)
+await measure('every key on every node', 1, 0)
+await measure('20% tags, rest unique digests', 0, 0.2)
