@@ -27,7 +27,7 @@ RUN npm run build \
 # /etc/hosts lines resolves to all of them (glibc's built-in default returns the first only).
 RUN mkdir -p /overlay/usr/bin /overlay/usr/local/bin /overlay/etc \
  && cp /usr/bin/env /overlay/usr/bin/env \
- && ln -s /app/dist/src/main.js /overlay/usr/local/bin/spegel \
+ && ln -s /app/dist/src/cli/spegel.bundle.js /overlay/usr/local/bin/spegel \
  && echo 'multi on' > /overlay/etc/host.conf
 
 # --- deps: production dependencies only, from the lock file --------------------------------------
@@ -67,4 +67,5 @@ ENV NODE_ENV=production \
     SPEGEL_COMMIT=${SPEGEL_COMMIT}
 USER 0:0
 EXPOSE 5000/tcp 5001/tcp 9090/tcp
-ENTRYPOINT ["/nodejs/bin/node", "/app/dist/src/main.js"]
+# The bundle of dist/src (scripts/bundle.mjs): about 11 MiB less per node than loading the modules.
+ENTRYPOINT ["/nodejs/bin/node", "/app/dist/src/cli/spegel.bundle.js"]

@@ -6,7 +6,7 @@
  *   npx node dist/bench/datapath.js [--size-mib 512] [--runs 5] [--ab-seconds 5]
  *     [--rows blob-local,blob-mirror,head-local,head-mirror,idle] [--nodes 30] [--keys 5000]
  *     [--idle-seconds 20] [--idle-nodes full,router] [--node-options ...] [--cpu-prof-dir DIR]
- *     [--unverified-relay]
+ *     [--unverified-relay] [--modules]
  *
  * Rows (each prints every run, then a median; the end block is for pasting into a note):
  *  - blob-local: curl GET of a `--size-mib` layer from node a, which holds it, against nginx
@@ -22,6 +22,8 @@
  *    node from /proc over `--idle-seconds` with nothing asked of them. `full`: spegel-ts nodes
  *    (one private containerd, one namespace per node holding images that make `--keys` keys);
  *    `router`: the router-only processes of bench/cluster-scale.ts, as the issue measured.
+ * spegel-ts nodes run the bundle the image runs (dist/src/cli/spegel.bundle.js); `--modules` runs
+ * dist/src/main.js instead.
  * blob and HEAD targets run interleaved, one warm-up each first, the order rotated every run.
  * Two real nodes of test/helpers/cluster.ts (private containerd each); nginx instances from
  * bench/references.ts. Needs root, containerd + ctr, nginx, curl and ab (the idle `router` row
@@ -38,7 +40,7 @@ import { lookupPeers, type ClusterNode } from '../test/helpers/cluster.js'
 import { containerdSkipReason, startContainerd, type ContainerdInstance } from '../test/helpers/containerd.js'
 import { buildImage, OCI_CONFIG, OCI_LAYER_TAR, OCI_MANIFEST, type BlobRef } from '../test/helpers/image.js'
 import { httpRequest, run } from '../test/helpers/net.js'
-import { startSpegel, type SpegelNode, type SpegelNodeInit } from '../test/helpers/spegel.js'
+import { BUNDLE_JS, startSpegel, type SpegelNode, type SpegelNodeInit } from '../test/helpers/spegel.js'
 import { waitFor } from '../test/helpers/wait.js'
 import {
   abProblems, curlDownload, errorText, fixed, killQuietly, loadAverage, loadLine, median, onCleanup, parseFlags, procSample, requireTools,
@@ -85,6 +87,7 @@ const FLAGS = {
   'idle-seconds': { kind: 'int', default: 20, help: 'idle row: the window CPU is counted over' },
   'idle-nodes': { kind: 'choices', default: ['full', 'router'], choices: ['full', 'router'], help: 'idle row: full spegel-ts nodes, router-only processes, or both' },
   'node-options': { kind: 'string', default: '', help: 'NODE_OPTIONS for the spegel-ts nodes, e.g. --node-options=--max-semi-space-size=1' },
+  modules: { kind: 'boolean', help: 'run the spegel-ts nodes from dist/src/main.js, module by module, instead of the bundle the image runs (dist/src/cli/spegel.bundle.js)' },
   'unverified-relay': { kind: 'boolean', help: 'data rows: nodes run with --verify-relayed-blobs=false (node b relays the layer without hashing it; containerd would still check it at commit)' },
   'cpu-prof-dir': { kind: 'string', default: '', help: 'write a V8 CPU profile of every spegel-ts node there (--cpu-prof; written when a node stops)' }
 } as const
@@ -495,6 +498,8 @@ function requirements (rows: readonly Row[], opts: Options): string[] {
   } catch (err) {
     problems.push(errorText(err))
   }
+  const needsNodes = rows.some((r) => r !== 'idle') || (rows.includes('idle') && opts.idleNodes.includes('full'))
+  if (needsNodes && !opts.modules && !existsSync(BUNDLE_JS)) problems.push(`${BUNDLE_JS} is missing: build with npm run build (or pass --modules)`)
   if (rows.includes('idle') && opts.idleNodes.includes('router') && !existsSync(BENCH_NODE_JS)) problems.push(`${BENCH_NODE_JS} is missing: build with npx tsc -p tsconfig.json`)
   return problems
 }
@@ -512,6 +517,8 @@ async function main (): Promise<void> {
   const rows = ROWS.filter((r) => opts.rows.includes(r))
   const problems = requirements(rows, opts)
   if (problems.length > 0) throw new Error(`cannot run ${rows.join(', ')}:\n  ${problems.join('\n  ')}`)
+  // The image runs the bundle; memory differs by about 11 MiB a node (docs/image.md).
+  if (!opts.modules) process.env.SPEGEL_TEST_BUNDLE = '1'
   // Read by every node this process starts, not by this process (it is already running).
   const nodeOptions = [opts.nodeOptions, opts.cpuProfDir === '' ? '' : `--cpu-prof --cpu-prof-dir=${path.resolve(opts.cpuProfDir)}`].filter((o) => o !== '').join(' ')
   if (nodeOptions !== '') process.env.NODE_OPTIONS = nodeOptions
@@ -520,7 +527,7 @@ async function main (): Promise<void> {
 
   const startLoad = loadLine()
   log(`datapath: rows ${rows.join(', ')}; ${opts.sizeMib} MiB layer, ${opts.runs} runs, ab ${opts.abSeconds} s; idle ${opts.nodes} nodes x ${opts.keys} keys ` +
-    `(${opts.idleNodes.join(' and ')}), ${opts.idleSeconds} s; Node ${process.version}${nodeOptions === '' ? '' : `; nodes run with NODE_OPTIONS=${nodeOptions}`}`)
+    `(${opts.idleNodes.join(' and ')}), ${opts.idleSeconds} s; Node ${process.version}; spegel-ts nodes run ${opts.modules ? 'dist/src/main.js' : 'the bundle'}${nodeOptions === '' ? '' : `; nodes run with NODE_OPTIONS=${nodeOptions}`}`)
   log(startLoad)
   const started = performance.now()
 

@@ -27,6 +27,7 @@ command -v ldd >/dev/null 2>&1 || die "ldd is not installed (apt-get install -y 
 command -v npm >/dev/null 2>&1 || die "npm is not installed"
 dist=${IMAGE_DIST:-dist}
 [ -f "$dist/src/main.js" ] || die "dist is not built: $dist/src/main.js is missing (run: npm run build)"
+[ -f "$dist/src/cli/spegel.bundle.js" ] || die "dist has no bundle: $dist/src/cli/spegel.bundle.js is missing (run: npm run build, which ends with scripts/bundle.mjs)"
 # Every module of src/ must be compiled (the browser code has its own tsconfig); a stale one is only a warning.
 missing_js=() stale_js=()
 while IFS= read -r ts; do
@@ -35,6 +36,8 @@ while IFS= read -r ts; do
 done < <(find src -name '*.ts' ! -name '*.test.ts' ! -name '*.d.ts')
 [ "${#missing_js[@]}" -eq 0 ] || die "$dist is incomplete: ${missing_js[*]:0:3}${missing_js[3]+ ...} missing (run: npm run build)"
 [ "${#stale_js[@]}" -eq 0 ] || note "warning: $dist is older than src for ${#stale_js[@]} file(s), e.g. ${stale_js[0]} (run: npm run build)"
+newer_js=$(find "$dist/src" -name '*.js' ! -name '*.test.js' ! -path '*/web/ui/*' -newer "$dist/src/cli/spegel.bundle.js" -print -quit)
+[ -z "$newer_js" ] || note "warning: $newer_js is newer than the bundle the image runs (run: npm run build)"
 [ -d proto ] || die "proto/ is missing: the gRPC definitions must ship with the image"
 [ -f package-lock.json ] || die "package-lock.json is missing: production dependencies are installed from it"
 node_bin=node_modules/node/bin/node
@@ -135,7 +138,7 @@ ID=spegel-ts
 VERSION_ID="$version"
 PRETTY_NAME="spegel-ts $version (Node.js $node_version, glibc and libraries from $(. /etc/os-release && echo "$PRETTY_NAME"))"
 EOF
-ln -s /app/dist/src/main.js "$base/usr/local/bin/spegel"
+ln -s /app/dist/src/cli/spegel.bundle.js "$base/usr/local/bin/spegel"
 
 # --- layer 2: production dependencies -------------------------------------------------------------
 deps=$work/deps/app
@@ -163,7 +166,7 @@ cp -r proto "$app/proto"
 cp -r "$dist/src" "$app/dist/src"
 find "$app/dist/src" -type f \( -name '*.test.js' -o -name '*.map' \) -delete
 find "$app" -depth -type d -empty -delete
-chmod 0755 "$app/dist/src/main.js"
+chmod 0755 "$app/dist/src/main.js" "$app/dist/src/cli/spegel.bundle.js"
 
 # Everything is root-owned in the image, readable by all, writable by root only.
 chown -R 0:0 "$work/base" "$work/deps" "$work/app"
@@ -187,7 +190,7 @@ containers=()
 c=$(bah from --quiet --name "spegel-ts-build-$$" localhost/spegel-ts-layers/deps); containers+=("$c")
 bah copy --quiet "$c" "$work/app/" / >/dev/null
 bah config \
-  --entrypoint '["/nodejs/bin/node","/app/dist/src/main.js"]' \
+  --entrypoint '["/nodejs/bin/node","/app/dist/src/cli/spegel.bundle.js"]' \
   --cmd '[]' \
   --workingdir /app \
   --env PATH=/nodejs/bin:/usr/local/bin:/usr/bin:/bin \

@@ -49,8 +49,9 @@ export function createDebugRoutes (components: DebugComponents): Route[] {
     if (pathname === '/debug/web/assets/app.js') {
       if (script === undefined) {
         try {
-          // Built by tsconfig.web.json next to this module (dist/src/web/ui/app.js).
-          script = await readFile(new URL('./ui/app.js', import.meta.url))
+          // Built by tsconfig.web.json next to this module (dist/src/web/ui/app.js); the
+          // bundle the image runs (scripts/bundle.mjs) sits in dist/src/cli instead.
+          script = await readFile(new URL('./ui/app.js', import.meta.url)).catch(async () => await readFile(new URL('../web/ui/app.js', import.meta.url)))
         } catch (err) {
           components.log.error({ err }, 'the debug page script is missing; build with `npm run build`')
           sendJson(req, res, 500, { error: 'the page script was not built (npm run build compiles src/web/ui with tsconfig.web.json)' })
