@@ -11,6 +11,12 @@ export const MAIN_JS = path.resolve(here, '../../src/main.js')
 /** The one-file build the image runs (scripts/bundle.mjs, part of `npm run build`). */
 export const BUNDLE_JS = path.resolve(here, '../../src/cli/spegel.bundle.js')
 
+/** A wait's error with the node's last /readyz answer, which says why it is (not) ready. */
+function withLastAnswer (err: unknown, last: string): Error {
+  const message = err instanceof Error ? err.message : String(err)
+  return new Error(`${message}; last /readyz answer: ${last === '' ? 'none' : last.slice(0, 2000)}`, { cause: err })
+}
+
 export interface LogLine {
   readonly level?: string
   readonly msg?: string
@@ -132,10 +138,13 @@ export async function startSpegel (init: SpegelNodeInit): Promise<SpegelNode> {
     readyz,
     isAlive: () => exitCode === undefined,
     async waitReady (timeoutMs = 20_000) {
+      let last = ''
       await waitFor(async () => {
         if (exitCode !== undefined) throw new Error(`spegel exited with ${String(exitCode)}: ${stderr.slice(-2000)}`)
-        return (await readyz()).status === 200
-      }, { timeoutMs, what: 'spegel /readyz to answer 200' })
+        const r = await readyz()
+        last = `${r.status} ${r.body}`
+        return r.status === 200
+      }, { timeoutMs, what: 'spegel /readyz to answer 200' }).catch((err: unknown) => { throw withLastAnswer(err, last) })
     },
     async waitNotReady (reason, timeoutMs = 20_000) {
       let last = ''
@@ -144,7 +153,7 @@ export async function startSpegel (init: SpegelNodeInit): Promise<SpegelNode> {
         const r = await readyz()
         last = `${r.status} ${r.body}`
         return r.status === 503 && (reason === undefined || reason.test(r.body)) ? r.body : undefined
-      }, { timeoutMs, what: `spegel /readyz to answer 503 ${reason?.source ?? ''} (last: ${last})` })
+      }, { timeoutMs, what: `spegel /readyz to answer 503 ${reason?.source ?? ''}` }).catch((err: unknown) => { throw withLastAnswer(err, last) })
     },
     async waitForLog (predicate, what, timeoutMs = 20_000) {
       return await waitFor(() => logs.find(predicate), { timeoutMs, what: `log line: ${what}` })
