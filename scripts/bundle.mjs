@@ -6,8 +6,8 @@
 //
 // The bundle sits beside dist/src/cli/version.js, so the paths the code resolves against its own
 // URL (package.json three levels up, proto/ found upwards) hold in either form; the page script
-// is looked up in both places (src/web/debug.ts). Tests and benchmarks run dist/src/main.js;
-// the image test runs the bundle.
+// is looked up in both places (src/web/debug.ts). Tests run dist/src/main.js; the image test and
+// the benchmarks (unless given --modules) run the bundle.
 //
 //   node scripts/bundle.mjs [dist]
 import { build } from 'esbuild'

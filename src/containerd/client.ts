@@ -195,20 +195,14 @@ export class ContainerdClient {
   async contentSizes (maxEntries: number, options: CallOptions = {}): Promise<Map<string, number>> {
     const { signal, timeoutMs } = options
     signal?.throwIfAborted()
-    const call = this.content.List({ filters: [] }, this.metadata(), { deadline: Date.now() + (timeoutMs ?? 10_000) })
-    const onAbort = (): void => { call.cancel() }
-    signal?.addEventListener('abort', onAbort, { once: true })
+    const call = cancelOnAbort(this.content.List({ filters: [] }, this.metadata(), { deadline: Date.now() + (timeoutMs ?? 10_000) }), signal)
     const sizes = new Map<string, number>()
-    try {
-      for await (const message of call as AsyncIterable<ListContentResponse__Output>) {
-        for (const info of message.info) sizes.set(info.digest, toNumber(info.size))
-        if (sizes.size > maxEntries) {
-          call.cancel()
-          throw Object.assign(new Error(`the content store lists more than ${maxEntries} blobs`), { code: grpc.status.RESOURCE_EXHAUSTED })
-        }
+    for await (const message of call as AsyncIterable<ListContentResponse__Output>) {
+      for (const info of message.info) sizes.set(info.digest, toNumber(info.size))
+      if (sizes.size > maxEntries) {
+        call.cancel()
+        throw Object.assign(new Error(`the content store lists more than ${maxEntries} blobs`), { code: grpc.status.RESOURCE_EXHAUSTED })
       }
-    } finally {
-      signal?.removeEventListener('abort', onAbort)
     }
     return sizes
   }
@@ -223,14 +217,7 @@ export class ContainerdClient {
     const { signal, timeoutMs } = options
     signal?.throwIfAborted()
     const callOptions: grpc.CallOptions = timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs }
-    const call = this.content.Read({ digest, offset: String(offset), size: String(sizeBytes) }, this.metadata(), callOptions)
-    if (signal !== undefined) {
-      const onAbort = (): void => { call.cancel() }
-      signal.addEventListener('abort', onAbort, { once: true })
-      // 'status' comes once per call, however it ends (data, error, cancel).
-      call.once('status', () => { signal.removeEventListener('abort', onAbort) })
-    }
-    return call
+    return cancelOnAbort(this.content.Read({ digest, offset: String(offset), size: String(sizeBytes) }, this.metadata(), callOptions), signal)
   }
 
   subscribe (filters: readonly string[]): grpc.ClientReadableStream<Envelope__Output> {
@@ -265,6 +252,16 @@ export class ContainerdClient {
     this.closed = true
     this.channel.close()
   }
+}
+
+/** A server stream that an abort of `signal` cancels, for as long as the call lasts. */
+function cancelOnAbort<T extends grpc.ClientReadableStream<unknown>> (call: T, signal: AbortSignal | undefined): T {
+  if (signal === undefined) return call
+  const onAbort = (): void => { call.cancel() }
+  signal.addEventListener('abort', onAbort, { once: true })
+  // 'status' comes once per call, however it ends (data, error, cancel).
+  call.once('status', () => { signal.removeEventListener('abort', onAbort) })
+  return call
 }
 
 function toImageRecord (image: { name: string, labels: Record<string, string>, target: { media_type: string, digest: string, size: string } | null }): ImageRecord | undefined {

@@ -11,11 +11,10 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import {
   FrameType, StatementKind, compactKey, compareKeys, decodePullResponse, decodeRecordPayload, encodeRecordFrame, encodeRecordPayload
 } from '../../src/routing/p2p/codec.js'
+import { fullCollection } from '../../src/observability/heap-trim.js'
 import { ContentIndex } from '../../src/routing/p2p/content-index.js'
 import { RecordAuth, checkAddressClaims } from '../../src/routing/p2p/record-auth.js'
 
-const gc = (globalThis as { gc?: () => void }).gc
-if (gc === undefined) throw new Error('run with --expose-gc')
 const nodes = Number(process.argv[2] ?? 30)
 const perNode = Number(process.argv[3] ?? 5000)
 
@@ -34,7 +33,7 @@ function footprint (): { heap: number, buffers: number } {
 /** Collections until the figures hold still: ArrayBuffers are freed after the collection that found them dead. */
 async function settle (): Promise<void> {
   for (let i = 0; i < 3; i++) {
-    gc!()
+    if (!fullCollection()) throw new Error('no full V8 collection available: run with --expose-gc')
     await new Promise((resolve) => setImmediate(resolve))
   }
 }
