@@ -5,7 +5,7 @@
  *
  *   npx node dist/bench/datapath.js [--size-mib 512] [--runs 5] [--ab-seconds 5]
  *     [--rows blob-local,blob-mirror,head-local,head-mirror,idle] [--nodes 30] [--keys 5000]
- *     [--idle-seconds 20] [--idle-nodes full,router] [--node-options ...] [--cpu-prof-dir DIR]
+ *     [--idle-seconds 20] [--settle-seconds 5] [--idle-nodes full,router] [--node-options ...] [--cpu-prof-dir DIR]
  *     [--unverified-relay] [--modules]
  *
  * Rows (each prints every run, then a median; the end block is for pasting into a note):
@@ -22,8 +22,9 @@
  *    node from /proc over `--idle-seconds` with nothing asked of them. `full`: spegel-ts nodes
  *    (one private containerd, one namespace per node holding images that make `--keys` keys);
  *    `router`: the router-only processes of bench/cluster-scale.ts, as the issue measured.
- * spegel-ts nodes run the bundle the image runs (dist/src/cli/spegel.bundle.js); `--modules` runs
- * dist/src/main.js instead.
+ * spegel-ts nodes run the bundle the image runs (dist/src/cli/spegel.bundle.js), and router
+ * processes their own bundle (dist/bench/cluster-scale-node.bundle.js); `--modules` runs
+ * dist/src/main.js and dist/bench/cluster-scale-node.js instead.
  * blob and HEAD targets run interleaved, one warm-up each first, the order rotated every run.
  * Two real nodes of test/helpers/cluster.ts (private containerd each); nginx instances from
  * bench/references.ts. Needs root, containerd + ctr, nginx, curl and ab (the idle `router` row
@@ -47,7 +48,7 @@ import {
   restartForDiskReads, runAb, runBenchmark, startBenchCluster, summarize, TOOLS, type CpuWatch, type Flags, type Tool
 } from './cluster-common.js'
 import { startNginxFileServer, startNginxProxy, type Nginx } from './references.js'
-import { BENCH_NODE_JS, bootstrapPeers, failFast, idleReading, idleText, prepareCluster, productionEnv, startRouterNodes, type IdleReading } from './router-cluster.js'
+import { BENCH_NODE_BUNDLE_JS, BENCH_NODE_JS, bootstrapPeers, failFast, idleReading, idleText, prepareCluster, productionEnv, startRouterNodes, type IdleReading } from './router-cluster.js'
 
 const MIB = 1024 * 1024
 const GIB = 1024 * MIB
@@ -85,9 +86,10 @@ const FLAGS = {
   nodes: { kind: 'int', default: 30, min: 2, help: 'idle row: nodes' },
   keys: { kind: 'int', default: 5000, min: 4, help: 'idle row: keys each node advertises' },
   'idle-seconds': { kind: 'int', default: 20, help: 'idle row: the window CPU is counted over' },
+  'settle-seconds': { kind: 'int', default: 5, help: 'idle row: the wait between the full index everywhere and the window; past 30 s it covers a node\'s first heap-trimmer check after the burst (steady state rather than the burst\'s aftermath)' },
   'idle-nodes': { kind: 'choices', default: ['full', 'router'], choices: ['full', 'router'], help: 'idle row: full spegel-ts nodes, router-only processes, or both' },
   'node-options': { kind: 'string', default: '', help: 'NODE_OPTIONS for the spegel-ts nodes, e.g. --node-options=--max-semi-space-size=1' },
-  modules: { kind: 'boolean', help: 'run the spegel-ts nodes from dist/src/main.js, module by module, instead of the bundle the image runs (dist/src/cli/spegel.bundle.js)' },
+  modules: { kind: 'boolean', help: 'run the spegel-ts nodes from dist/src/main.js, module by module, instead of the bundle the image runs (dist/src/cli/spegel.bundle.js), and the router processes from dist/bench/cluster-scale-node.js instead of its bundle' },
   'unverified-relay': { kind: 'boolean', help: 'data rows: nodes run with --verify-relayed-blobs=false (node b relays the layer without hashing it; containerd would still check it at commit)' },
   'cpu-prof-dir': { kind: 'string', default: '', help: 'write a V8 CPU profile of every spegel-ts node there (--cpu-prof; written when a node stops)' }
 } as const
@@ -434,7 +436,7 @@ async function idleFull (opts: Options, workDir: string): Promise<IdleReading> {
       }, { timeoutMs: CONVERGE_TIMEOUT_MS, intervalMs: 1000, what: `${opts.nodes} spegel-ts nodes to hold the full index` })
         .catch((err: unknown) => { throw new Error(`${errorText(err)} (${behind} still behind)`, { cause: err }) })
       log(`[idle, full nodes] full index everywhere (${opts.nodes - 1} records, ${(opts.nodes - 1) * ownKeys} keys) ${fixed((performance.now() - t) / 1000)} s after the first start`)
-      const idle = await idleReading(nodes.map((n, index) => ({ index, pid: n.process.pid! })), opts.idleSeconds, checkAlive)
+      const idle = await idleReading(nodes.map((n, index) => ({ index, pid: n.process.pid! })), opts.idleSeconds, checkAlive, opts.settleSeconds)
       const ctrdRss = ctrd.pid === undefined ? undefined : procSample(ctrd.pid)?.rssKiB
       log(`[idle, ${opts.nodes} full spegel-ts nodes x ${ownKeys} keys] idle ${opts.idleSeconds} s: ${idleText(idle)}` +
         `${ctrdRss === undefined ? '' : `; the shared containerd ${fixed(ctrdRss / 1024)} MiB`}; load ${loadAverage()}`)
@@ -472,7 +474,7 @@ async function idleRouter (opts: Options): Promise<IdleReading> {
     // while other work kept the load average of the 2 cores at 20 to 45.
     const { nodes, startupMs } = await startRouterNodes(run, opts.nodes, opts.keys, CONVERGE_TIMEOUT_MS)
     log(`[idle, router processes] full index everywhere ${fixed(startupMs / 1000, 1)} s after the last router was up`)
-    const idle = await idleReading(nodes, opts.idleSeconds, () => { failFast(nodes) })
+    const idle = await idleReading(nodes, opts.idleSeconds, () => { failFast(nodes) }, opts.settleSeconds)
     log(`[idle, ${opts.nodes} router processes x ${opts.keys} keys, ${Object.entries(productionEnv()).map(([k, v]) => `${k}=${v ?? 'unset'}`).join(', ')}] idle ${opts.idleSeconds} s: ${idleText(idle)}; load ${loadAverage()}`)
     return idle
   } finally {
@@ -500,7 +502,10 @@ function requirements (rows: readonly Row[], opts: Options): string[] {
   }
   const needsNodes = rows.some((r) => r !== 'idle') || (rows.includes('idle') && opts.idleNodes.includes('full'))
   if (needsNodes && !opts.modules && !existsSync(BUNDLE_JS)) problems.push(`${BUNDLE_JS} is missing: build with npm run build (or pass --modules)`)
-  if (rows.includes('idle') && opts.idleNodes.includes('router') && !existsSync(BENCH_NODE_JS)) problems.push(`${BENCH_NODE_JS} is missing: build with npx tsc -p tsconfig.json`)
+  if (rows.includes('idle') && opts.idleNodes.includes('router')) {
+    const script = opts.modules ? BENCH_NODE_JS : BENCH_NODE_BUNDLE_JS
+    if (!existsSync(script)) problems.push(`${script} is missing: build with npm run build${opts.modules ? '' : ' (or pass --modules)'}`)
+  }
   return problems
 }
 
@@ -527,7 +532,7 @@ async function main (): Promise<void> {
 
   const startLoad = loadLine()
   log(`datapath: rows ${rows.join(', ')}; ${opts.sizeMib} MiB layer, ${opts.runs} runs, ab ${opts.abSeconds} s; idle ${opts.nodes} nodes x ${opts.keys} keys ` +
-    `(${opts.idleNodes.join(' and ')}), ${opts.idleSeconds} s; Node ${process.version}; spegel-ts nodes run ${opts.modules ? 'dist/src/main.js' : 'the bundle'}${nodeOptions === '' ? '' : `; nodes run with NODE_OPTIONS=${nodeOptions}`}`)
+    `(${opts.idleNodes.join(' and ')}), ${opts.idleSeconds} s; Node ${process.version}; spegel-ts nodes and router processes run ${opts.modules ? 'their modules' : 'bundles'}${nodeOptions === '' ? '' : `; nodes run with NODE_OPTIONS=${nodeOptions}`}`)
   log(startLoad)
   const started = performance.now()
 
@@ -597,7 +602,7 @@ async function measureRows (rows: readonly Row[], opts: Options, workDir: string
   }
 
   if (rows.includes('idle')) {
-    log(`\n== idle: ${opts.nodes} nodes x ${opts.keys} keys, ${opts.idleSeconds} s window after a 5 s settle ==`)
+    log(`\n== idle: ${opts.nodes} nodes x ${opts.keys} keys, ${opts.idleSeconds} s window after a ${opts.settleSeconds} s settle ==`)
     // Router processes first: quick, and the issue's own measure.
     if (opts.idleNodes.includes('router')) {
       const r = await idleRouter(opts)

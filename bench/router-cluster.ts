@@ -25,11 +25,21 @@ import type { ScaleBenchNodeConfig } from './cluster-scale-node.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 export const BENCH_NODE_JS = path.join(here, 'cluster-scale-node.js')
+/** The same process bundled as the image's node is (scripts/bundle.mjs). */
+export const BENCH_NODE_BUNDLE_JS = path.join(here, 'cluster-scale-node.bundle.js')
+
+/**
+ * The router process's script: the bundle when SPEGEL_TEST_BUNDLE=1 (bench/datapath.ts sets it
+ * unless given --modules), as the full nodes then run the image's bundle; the modules otherwise.
+ */
+export function benchNodeScript (): string {
+  return process.env.SPEGEL_TEST_BUNDLE === '1' ? BENCH_NODE_BUNDLE_JS : BENCH_NODE_JS
+}
 export const STAGGER_MS = 100
 const BOOTSTRAP_PEERS = 3
 export const CONVERGE_TIMEOUT_MS = 240_000
-/** Before an idle reading: the last pulls and dials of start-up are done. */
-const SETTLE_MS = 5_000
+/** Before an idle reading by default: the last pulls and dials of start-up are done. */
+export const SETTLE_SECONDS = 5
 
 // ---------------------------------------------------------------------------------------------
 // Node processes.
@@ -215,7 +225,7 @@ export function bootstrapPeers (run: ClusterRun, index: number, among: number): 
 export function spawnBenchNode (run: ClusterRun, index: number, keys: number, peers: string[]): NodeProc {
   const id = run.identities[index]!
   const cfg: ScaleBenchNodeConfig = { index, host: id.host, port: id.port, dataDir: id.dataDir, peers, keys }
-  const node = spawnNode(BENCH_NODE_JS, cfg, { index, host: id.host, port: id.port, peerId: id.peerId, dataDir: id.dataDir })
+  const node = spawnNode(benchNodeScript(), cfg, { index, host: id.host, port: id.port, peerId: id.peerId, dataDir: id.dataDir })
   run.nodes.push(node)
   return node
 }
@@ -244,12 +254,12 @@ export interface IdleReading { rssMiB: number[], hwmMiB: number[], anonMiB: numb
 export interface IdleTarget { index: number, pid: number }
 
 /**
- * CPU and RSS of every node from /proc over `seconds`, with nothing sent to them meanwhile;
- * `checkAlive` throws when a node died during the window.
+ * CPU and RSS of every node from /proc over `seconds`, `settleSeconds` after the call, with
+ * nothing sent to them meanwhile; `checkAlive` throws when a node died during the window.
  */
-export async function idleReading (nodes: readonly IdleTarget[], seconds: number, checkAlive: () => void): Promise<IdleReading> {
+export async function idleReading (nodes: readonly IdleTarget[], seconds: number, checkAlive: () => void, settleSeconds = SETTLE_SECONDS): Promise<IdleReading> {
   const ticks = await clockTicksPerSecond()
-  await delay(SETTLE_MS)
+  await delay(settleSeconds * 1000)
   const before = new Map<number, ProcSample>()
   for (const n of nodes) {
     const s = procSample(n.pid)
