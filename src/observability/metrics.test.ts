@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import perfHooks from 'node:perf_hooks'
 import { Registry, register as globalRegistry } from 'prom-client'
 import { createMux } from '../http/mux.js'
 import { LogCapture, request, startTestServer } from '../http/test-helpers.js'
-import { CappedLabels, RESPONSE_SIZE_BUCKETS, createMetrics, createMetricsHandler, type RouterMetricsSnapshot } from './metrics.js'
+import { CappedLabels, EVENT_LOOP_MONITORING_PRECISION_MS, RESPONSE_SIZE_BUCKETS, createMetrics, createMetricsHandler, type RouterMetricsSnapshot } from './metrics.js'
 
 describe('createMetrics', () => {
   it('registers Spegel names on the given registry only, twice without collision', async () => {
@@ -27,6 +28,24 @@ describe('createMetrics', () => {
     }
     assert.match(text, /^spegel_mirror_requests_total\{registry="docker.io",cache="hit"\} 1$/m)
     assert.doesNotMatch(text, /cache="miss"/)
+  })
+
+  it('samples the event-loop delay every 100 ms, not prom-client\'s 10 ms that wakes an idle node 100 times a second', () => {
+    // prom-client calls perf_hooks.monitorEventLoopDelay on the CommonJS module object, the same
+    // object as this default import; the stand-in only records what it was asked for.
+    const real = perfHooks.monitorEventLoopDelay
+    const resolutions: Array<number | undefined> = []
+    perfHooks.monitorEventLoopDelay = (options) => {
+      resolutions.push(options?.resolution)
+      return real(options)
+    }
+    try {
+      createMetrics(new Registry())
+    } finally {
+      perfHooks.monitorEventLoopDelay = real
+    }
+    assert.equal(EVENT_LOOP_MONITORING_PRECISION_MS, 100)
+    assert.deepEqual(resolutions, [100])
   })
 
   it('uses 1024 × 5^i response size buckets', () => {
