@@ -606,11 +606,11 @@ async function measureRows (rows: readonly Row[], opts: Options, workDir: string
     // Router processes first: quick, and the issue's own measure.
     if (opts.idleNodes.includes('router')) {
       const r = await idleRouter(opts)
-      summary.push(idleSummary(`idle ${opts.nodes} router processes x ${opts.keys} keys (as the issue)`, r))
+      summary.push(idleSummary(`idle ${opts.nodes} router processes x ${opts.keys} keys (as the issue), ${opts.settleSeconds} s after sync`, r))
     }
     if (opts.idleNodes.includes('full')) {
       const r = await idleFull(opts, workDir)
-      summary.push(idleSummary(`idle ${opts.nodes} full spegel-ts nodes x ${opts.keys} keys`, r))
+      summary.push(idleSummary(`idle ${opts.nodes} full spegel-ts nodes x ${opts.keys} keys, ${opts.settleSeconds} s after sync`, r))
     }
   }
 }
