@@ -15,11 +15,14 @@ ARG NODE_RUNTIME_IMAGE=gcr.io/distroless/nodejs24-debian12
 # --- build: compile TypeScript with the dev dependencies ---------------------------------------
 FROM ${NODE_BUILD_IMAGE} AS build
 WORKDIR /src
+# A C compiler for the heap trimmer's glibc addon (src/native/malloc-trim.c, built by npm run build).
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.web.json ./
 COPY proto ./proto
 COPY src ./src
+COPY scripts/bundle.mjs scripts/build-native.mjs ./scripts/
 RUN npm run build \
  && find dist/src -type f \( -name '*.test.js' -o -name '*.map' \) -delete
 # Files the runtime image lacks: `env` so the `#!/usr/bin/env node` line of main.js works

@@ -15,6 +15,9 @@ command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
+# The heap trimmer's glibc addon (src/native/malloc-trim.c), compiled by npm run build.
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+[ -f /usr/include/malloc.h ] || missing+=(libc6-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "error: the tests need: ${missing[*]} (install them as root: apt-get install -y ${missing[*]})" >&2

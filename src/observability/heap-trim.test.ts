@@ -19,6 +19,44 @@ function fake (figures: HeapFigures[]): { figures: () => HeapFigures, collect: (
 }
 
 describe('heap trimmer', () => {
+  it('trims glibc\'s heap on every check, after the collection when one runs', () => {
+    const figures: HeapFigures[] = [{ committedBytes: 30 * MiB, usedBytes: 25 * MiB }]
+    const f = fake(figures)
+    const calls: string[] = []
+    let gives = false
+    const trimmer = startHeapTrimmer({
+      log,
+      figures: f.figures,
+      collect: () => { calls.push('collect'); return f.collect() },
+      trimNative: () => { calls.push('trim'); return gives },
+      now: () => f.clock.ms
+    })
+    try {
+      trimmer.check()
+      assert.deepEqual(calls, ['trim'], 'no V8 slack: the glibc trim still runs')
+      assert.equal(trimmer.nativeTrims, 0, 'a trim that gave nothing back is not counted')
+      figures[0] = { committedBytes: 68 * MiB, usedBytes: 34 * MiB }
+      gives = true
+      trimmer.check()
+      assert.deepEqual(calls, ['trim', 'collect', 'trim'])
+      assert.equal(trimmer.nativeTrims, 1)
+    } finally {
+      trimmer.stop()
+    }
+  })
+
+  it('runs without a glibc trim when told to (null)', () => {
+    const f = fake([{ committedBytes: 68 * MiB, usedBytes: 34 * MiB }])
+    const trimmer = startHeapTrimmer({ log, figures: f.figures, collect: f.collect, trimNative: null, now: () => f.clock.ms })
+    try {
+      trimmer.check()
+      assert.equal(f.collected(), 1)
+      assert.equal(trimmer.nativeTrims, 0)
+    } finally {
+      trimmer.stop()
+    }
+  })
+
   it('collects only when the unused committed heap is both large and at least half the used heap', () => {
     const figures: HeapFigures[] = [{ committedBytes: 30 * MiB, usedBytes: 25 * MiB }]
     const f = fake(figures)
