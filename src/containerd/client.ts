@@ -1,8 +1,8 @@
-import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
+import { findBuildFile } from '../build-files.js'
 import type { ProtoGrpcType as VersionProto } from './generated/version.js'
 import type { ProtoGrpcType as ImagesProto } from './generated/images.js'
 import type { ProtoGrpcType as ContentProto } from './generated/content.js'
@@ -26,12 +26,8 @@ import type { PluginsResponse__Output } from './generated/containerd/services/in
  * (dist/ normally, but any output directory works), so look upwards for it.
  */
 function protoDir (): string {
-  const here = path.dirname(fileURLToPath(import.meta.url))
-  for (const up of ['../../proto', '../../../proto']) {
-    const candidate = path.resolve(here, up)
-    if (existsSync(path.join(candidate, 'version.proto'))) return candidate
-  }
-  return path.resolve(here, '../../../proto')
+  const found = findBuildFile(import.meta.url, ['../../proto/version.proto', '../../../proto/version.proto'])
+  return found === undefined ? fileURLToPath(new URL('../../../proto', import.meta.url)) : path.dirname(found)
 }
 
 const LOADER_OPTIONS: protoLoader.Options = {

@@ -1,6 +1,5 @@
-import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { fileURLToPath } from 'node:url'
+import { findBuildFile } from '../build-files.js'
 
 /**
  * glibc's malloc_trim(0), from the Node-API addon src/native/malloc-trim.c (built by
@@ -25,16 +24,13 @@ let loaded: MallocTrim | undefined | null = null
 export function loadMallocTrim (): MallocTrim | undefined {
   if (loaded !== null) return loaded
   loaded = undefined
-  for (const candidate of CANDIDATES) {
-    const file = fileURLToPath(new URL(candidate, import.meta.url))
-    if (!existsSync(file)) continue
-    try {
-      const addon = createRequire(import.meta.url)(file) as { trim?: unknown }
-      if (typeof addon.trim === 'function') loaded = addon.trim as MallocTrim
-    } catch {
-      // Not loadable here (another libc or architecture): run without it.
-    }
-    break
+  const file = findBuildFile(import.meta.url, CANDIDATES)
+  if (file === undefined) return loaded
+  try {
+    const addon = createRequire(import.meta.url)(file) as { trim?: unknown }
+    if (typeof addon.trim === 'function') loaded = addon.trim as MallocTrim
+  } catch {
+    // Not loadable here (another libc or architecture): run without it.
   }
   return loaded
 }

@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { findBuildFile } from '../build-files.js'
 import type { Route } from '../http/index.js'
 import { requestTarget } from '../http/index.js'
 import type { Logger } from '../observability/logger.js'
@@ -51,7 +52,7 @@ export function createDebugRoutes (components: DebugComponents): Route[] {
         try {
           // Built by tsconfig.web.json next to this module (dist/src/web/ui/app.js); the
           // bundle the image runs (scripts/bundle.mjs) sits in dist/src/cli instead.
-          script = await readFile(new URL('./ui/app.js', import.meta.url)).catch(async () => await readFile(new URL('../web/ui/app.js', import.meta.url)))
+          script = await readFile(findBuildFile(import.meta.url, ['./ui/app.js', '../web/ui/app.js']) ?? new URL('./ui/app.js', import.meta.url))
         } catch (err) {
           components.log.error({ err }, 'the debug page script is missing; build with `npm run build`')
           sendJson(req, res, 500, { error: 'the page script was not built (npm run build compiles src/web/ui with tsconfig.web.json)' })
