@@ -20,7 +20,7 @@ import { loadOrCreatePrivateKey } from '../src/routing/p2p/identity.js'
 import { shuffle } from '../src/routing/p2p/util.js'
 import { freePort } from '../test/helpers/net.js'
 import { waitFor } from '../test/helpers/wait.js'
-import { clockTicksPerSecond, errorText, fixed, killQuietly, onCleanup, procSample, summarize, type ProcSample } from './cluster-common.js'
+import { clockTicksPerSecond, errorText, fixed, killQuietly, onCleanup, procSample, summarize, threadRunNs, type ProcSample } from './cluster-common.js'
 import type { ScaleBenchNodeConfig } from './cluster-scale-node.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -248,7 +248,17 @@ export async function waitConverged (nodes: readonly NodeProc[], keysPerNode: nu
     .catch((err: unknown) => { throw new Error(`${errorText(err)} (${behind} still behind)`, { cause: err }) })
 }
 
-export interface IdleReading { rssMiB: number[], hwmMiB: number[], anonMiB: number[], fileMiB: number[], cpuPercent: number[] }
+export interface IdleReading {
+  rssMiB: number[]
+  hwmMiB: number[]
+  anonMiB: number[]
+  fileMiB: number[]
+  cpuPercent: number[]
+  /** The main thread's (the event loop's) share of `cpuPercent`, from schedstat. */
+  mainThreadPercent: number[]
+  /** Every thread, from schedstat: the same as `cpuPercent` to within the ticks' rounding. */
+  threadsPercent: number[]
+}
 
 /** A process whose idle figures are read: router processes, or full spegel-ts nodes. */
 export interface IdleTarget { index: number, pid: number }
@@ -261,20 +271,29 @@ export async function idleReading (nodes: readonly IdleTarget[], seconds: number
   const ticks = await clockTicksPerSecond()
   await delay(settleSeconds * 1000)
   const before = new Map<number, ProcSample>()
+  const runBefore = new Map<number, { mainNs: number, allNs: number }>()
   for (const n of nodes) {
     const s = procSample(n.pid)
     if (s !== undefined) before.set(n.pid, s)
+    const r = threadRunNs(n.pid)
+    if (r !== undefined) runBefore.set(n.pid, r)
   }
   const t0 = monotonicMs()
   await delay(seconds * 1000)
   const elapsedS = (monotonicMs() - t0) / 1000
   checkAlive()
-  const reading: IdleReading = { rssMiB: [], hwmMiB: [], anonMiB: [], fileMiB: [], cpuPercent: [] }
+  const reading: IdleReading = { rssMiB: [], hwmMiB: [], anonMiB: [], fileMiB: [], cpuPercent: [], mainThreadPercent: [], threadsPercent: [] }
   for (const n of nodes) {
     const a = before.get(n.pid)
     const b = procSample(n.pid)
+    const runA = runBefore.get(n.pid)
+    const runB = threadRunNs(n.pid)
     if (a === undefined || b === undefined) throw new Error(`no /proc reading for node ${n.index} (pid ${n.pid})`)
     reading.cpuPercent.push(((b.cpuTicks - a.cpuTicks) / ticks) / elapsedS * 100)
+    if (runA !== undefined && runB !== undefined) {
+      reading.mainThreadPercent.push((runB.mainNs - runA.mainNs) / 1e9 / elapsedS * 100)
+      reading.threadsPercent.push((runB.allNs - runA.allNs) / 1e9 / elapsedS * 100)
+    }
     reading.rssMiB.push(b.rssKiB / 1024)
     reading.hwmMiB.push(b.hwmKiB / 1024)
     reading.anonMiB.push(b.anonKiB / 1024)
@@ -291,7 +310,10 @@ export function idleText (r: IdleReading): string {
   const file = summarize(r.fileMiB)
   return `RSS per node median ${fixed(rss.p50)} MiB (min ${fixed(rss.min)}, max ${fixed(rss.max)}; peak VmHWM max ${fixed(hwm.max)} MiB; ` +
     `of it anonymous median ${fixed(anon.p50)} MiB, max ${fixed(anon.max)}, file pages median ${fixed(file.p50)} MiB), ` +
-    `idle CPU per node median ${fixed(cpu.p50, 2)} % of a core (mean ${fixed(cpu.mean, 2)}, max ${fixed(cpu.max, 2)}; all nodes together ${fixed(cpu.mean * cpu.n, 1)} %)`
+    `idle CPU per node median ${fixed(cpu.p50, 2)} % of a core (mean ${fixed(cpu.mean, 2)}, max ${fixed(cpu.max, 2)}; all nodes together ${fixed(cpu.mean * cpu.n, 1)} %` +
+    (r.mainThreadPercent.length === 0
+      ? ')'
+      : `; schedstat: all threads median ${fixed(summarize(r.threadsPercent).p50, 2)} %, main thread median ${fixed(summarize(r.mainThreadPercent).p50, 2)} %)`)
 }
 
 /**
