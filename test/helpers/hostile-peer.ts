@@ -12,7 +12,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createLogger } from '../../src/observability/logger.js'
 import {
   FrameType, StatementKind, compactKey, compareKeys, decodePullResponse, decodePush, encodeHeartbeat, encodePullRequest,
-  encodeRecordFrame, encodeRecordPayload, type LivenessEntry, type PullResponseFrame, type Statement
+  encodeRecordFrame, encodeRecordPayload, type LivenessEntry, type PullResponseFrame, type Statement, type VersionEntry
 } from '../../src/routing/p2p/codec.js'
 import { MAX_FRAME_BYTES, PULL_PROTOCOL, PUSH_PROTOCOL } from '../../src/routing/p2p/constants.js'
 import { P2PNode } from '../../src/routing/p2p/node.js'
@@ -125,19 +125,29 @@ export class HostilePeer {
     await this.push(peer, [encodeHeartbeat({ origin, epoch: this.epoch, seq: this.seq, others })])
   }
 
-  /** Pulls from `peer` as a node would, holding nothing; returns the decoded answer. */
-  async pull (peer: string): Promise<PullResponseFrame[]> {
+  /** Pulls from `peer` as a node would, holding `versions` (nothing by default); returns the decoded answer. */
+  async pull (peer: string, versions: VersionEntry[] = []): Promise<PullResponseFrame[]> {
+    return (await this.pullCounted(peer, versions)).frames
+  }
+
+  /**
+   * `pull`, also counting the muxer messages the answer came in (yamux data frames, each with its
+   * own noise message and a window update back), the end frame included in `frames`.
+   */
+  async pullCounted (peer: string, versions: VersionEntry[] = []): Promise<{ frames: PullResponseFrame[], framesWithEnd: number, messages: number }> {
     const stream = await this.#open(peer, PULL_PROTOCOL)
+    let messages = 0
+    stream.addEventListener('message', () => { messages++ })
     const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
-    await lp.write(encodePullRequest([]))
-    const out: PullResponseFrame[] = []
+    await lp.write(encodePullRequest(versions))
+    const frames: PullResponseFrame[] = []
     for (;;) {
       const f = decodePullResponse((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray())
       if (f.type === FrameType.PullEnd) break
-      out.push(f)
+      frames.push(f)
     }
     await stream.close()
-    return out
+    return { frames, framesWithEnd: frames.length + 1, messages }
   }
 
   /** Deltas pushed here so far whose origin is `origin`. */

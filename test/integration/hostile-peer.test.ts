@@ -317,6 +317,22 @@ describe('a hostile peer against in-process routers (no pre-shared key)', () => 
     await waitFor(() => a.knownVersion(h.peerId)?.seq === h.seq, { timeoutMs: DEADLINE_MS, what: 'a to take the hostile peer\'s good record again' })
   })
 
+  it('answers a pull that brings nothing new in one muxer message, not two per record', async (t) => {
+    // The requester holds what a holds: every answer frame is a "same" (idle anti-entropy).
+    const versions = [{ origin: a.peerId, ...a.version() }]
+    for (const origin of a.origins()) {
+      const v = a.knownVersion(origin)
+      if (v !== undefined) versions.push({ origin, ...v })
+    }
+    const { frames, framesWithEnd, messages } = await h.pullCounted(a.peerId, versions)
+    t.diagnostic(`${framesWithEnd} frames (${versions.length} versions asked) in ${messages} muxer message(s)`)
+    assert.ok(frames.length >= 3, `${frames.length} frames`)
+    assert.ok(frames.every((f) => f.type === FrameType.RecordSame), 'nothing new, so only "same" frames')
+    // Each frame and its length prefix used to be a send of its own: two messages a frame, each
+    // with a noise message and a window update back.
+    assert.ok(messages < framesWithEnd, `${messages} muxer messages for ${framesWithEnd} frames`)
+  })
+
   it('answers pulls frame by frame: pulls never read hold little, are cut, and do not stall other peers\' pulls', async (t) => {
     // Something worth answering, larger than the window a muxer grants a stream before its reader
     // takes anything: b and c advertise 40,000 keys each (records of about 1.3 MB).

@@ -29,6 +29,13 @@ const PREFIX_ROOM = 16
  */
 const APPLY_BATCH_BYTES = 8 * 1024 * 1024
 /**
+ * A pull answer's frames are sent in runs of at least this many bytes (or fewer at its end): far
+ * fewer yamux frames, while an answer still holds about a record's worth, not the index.
+ */
+const ANSWER_SEND_BYTES = 64 * 1024
+/** Parts of a pull answer smaller than this are copied together into one send; larger ones go as they are. */
+const ANSWER_COPY_BELOW_BYTES = 4 * 1024
+/**
  * Records the server rebuilds from the index per scan of its key map: one scan per batch, and
  * about this many keys of encoded statements held at once (a few MB).
  */
@@ -72,7 +79,7 @@ interface PullResult {
  * checked again before they leave, so an honest node never passes on a record that does not verify.
  *
  * What a peer can make it spend is bounded. Serving: MAX_PULLS_SERVED_PER_PEER and
- * MAX_PULLS_SERVED answers at once, each written frame by frame as the requester reads (a
+ * MAX_PULLS_SERVED answers at once, each written a run of frames at a time as the requester reads (a
  * requester that stops reading is cut after PULL_WRITE_STALL_MS), and at most
  * MAX_PULL_REPLY_BYTES / MAX_PULL_REPLY_RECORDS per answer. Pulling: one pull per peer per
  * PULL_MIN_INTERVAL_MS, whatever asks for it (triggers in between are folded into one), frames of
@@ -398,9 +405,49 @@ export class AntiEntropy {
       let records = 0
       let isCut = false
       /**
-       * Writes one frame (given in parts, so a record's statement is sent from the bytes held, not
-       * copied: answers stalled on the same record share it) once the requester has taken the
-       * frames before; false when the answer is full.
+       * Frames not sent yet. Each stream.send is a yamux frame of its own, with its noise message,
+       * its socket writes and a window update from the requester; an idle cluster's answers are
+       * one small "same" frame per record (30 records, 60 sends and 60 window updates per pull
+       * when each frame and its length prefix were sent apart), so frames go out together, up to
+       * ANSWER_SEND_BYTES at a time.
+       */
+      const pending: Uint8Array[] = []
+      let pendingBytes = 0
+      /**
+       * Sends what is pending: runs of small parts copied into one buffer, a large part (a
+       * record's statement) as it is, so answers stalled on the same record still share its bytes.
+       * Waits until the requester took enough of it when the muxer is full.
+       */
+      const send = async (): Promise<void> => {
+        if (pending.length === 0) return
+        let isWritable = true
+        let run = 0
+        let runBytes = 0
+        const sendRun = (end: number): void => {
+          if (end > run) isWritable = stream.send(end - run === 1 ? pending[run]! : Buffer.concat(pending.slice(run, end), runBytes))
+          runBytes = 0
+        }
+        for (let i = 0; i < pending.length; i++) {
+          const part = pending[i]!
+          if (part.byteLength < ANSWER_COPY_BELOW_BYTES) {
+            runBytes += part.byteLength
+            continue
+          }
+          sendRun(i)
+          isWritable = stream.send(part)
+          run = i + 1
+        }
+        sendRun(pending.length)
+        pending.length = 0
+        pendingBytes = 0
+        if (isWritable) return
+        stalled = AbortSignal.timeout(PULL_WRITE_STALL_MS)
+        await once(stream, 'drain', { signal: AbortSignal.any([signal, stalled]) })
+      }
+      /**
+       * Queues one frame (given in parts, so a record's statement is sent from the bytes held, not
+       * copied: answers stalled on the same record share it), sending once ANSWER_SEND_BYTES are
+       * queued; false when the answer is full.
        */
       const write = async (parts: Uint8Array[], isRecord: boolean): Promise<boolean> => {
         if (isCut) return false
@@ -414,11 +461,9 @@ export class AntiEntropy {
         }
         bytes += frameBytes
         if (isRecord) records++
-        stalled = AbortSignal.timeout(PULL_WRITE_STALL_MS)
-        let isWritable = stream.send(lengthPrefix(frameBytes))
-        for (const p of parts) isWritable = stream.send(p)
-        // The muxer holds what it cannot send yet; wait until the requester took enough of it.
-        if (!isWritable) await once(stream, 'drain', { signal: AbortSignal.any([signal, stalled]) })
+        pending.push(lengthPrefix(frameBytes), ...parts)
+        pendingBytes += frameBytes
+        if (pendingBytes >= ANSWER_SEND_BYTES) await send()
         return true
       }
       let theyAreAhead = false
@@ -464,10 +509,10 @@ export class AntiEntropy {
         else if (t.origin !== from) theyAreAhead = true
       }
       if (theirs.size > 0 && index.isBehind(from, theirs.get(from)?.epoch ?? 0, theirs.get(from)?.seq ?? 0)) theyAreAhead = true
-      stalled = AbortSignal.timeout(PULL_WRITE_STALL_MS)
       const end = encodePullEnd(isCut)
-      stream.send(lengthPrefix(end.byteLength))
-      stream.send(end)
+      pending.push(lengthPrefix(end.byteLength), end)
+      await send()
+      stalled = AbortSignal.timeout(PULL_WRITE_STALL_MS)
       await stream.close({ signal: AbortSignal.any([signal, stalled]) })
       counters.syncsServed++
       // Through the per-peer pull rate like any other reason to pull.
