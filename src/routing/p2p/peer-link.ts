@@ -80,7 +80,7 @@ export class PeerLink {
             this.#c.onDropped(batch.length)
             continue
           }
-          await lp.writeV(batch, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) })
+          await writeWithin(lp, batch, DIAL_TIMEOUT_MS)
         } catch (err) {
           this.#c.onDropped(batch.length)
           this.#c.log.debug({ peer: this.peerId.toString(), err }, 'push stream failed')
@@ -112,5 +112,22 @@ export class PeerLink {
     this.#stream = stream
     this.#lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
     return this.#lp
+  }
+}
+
+/**
+ * Writes `frames`, failing if the muxer stays full for `timeoutMs`. A plain timer cleared after
+ * the write, not AbortSignal.timeout: that one's timer runs its full 10 s after a write that
+ * finished at once (nearly all of them), and then builds a DOMException with its stack; with a
+ * heartbeat to every peer every 5 s, those showed in an idle node's profile.
+ */
+async function writeWithin (lp: LengthPrefixedStream<Stream>, frames: Uint8Array[], timeoutMs: number): Promise<void> {
+  const controller = new AbortController()
+  const timer = setTimeout(() => { controller.abort(new DOMException(`push write stalled for ${timeoutMs} ms`, 'TimeoutError')) }, timeoutMs)
+  timer.unref()
+  try {
+    await lp.writeV(frames, { signal: controller.signal })
+  } finally {
+    clearTimeout(timer)
   }
 }
