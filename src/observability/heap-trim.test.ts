@@ -29,7 +29,8 @@ describe('heap trimmer', () => {
       figures: f.figures,
       collect: () => { calls.push('collect'); return f.collect() },
       trimNative: () => { calls.push('trim'); return gives },
-      now: () => f.clock.ms
+      now: () => f.clock.ms,
+      growthBytes: Number.POSITIVE_INFINITY
     })
     try {
       trimmer.check()
@@ -60,7 +61,7 @@ describe('heap trimmer', () => {
   it('collects only when the unused committed heap is both large and at least half the used heap', () => {
     const figures: HeapFigures[] = [{ committedBytes: 30 * MiB, usedBytes: 25 * MiB }]
     const f = fake(figures)
-    const trimmer = startHeapTrimmer({ log, figures: f.figures, collect: f.collect, now: () => f.clock.ms, slackBytes: 16 * MiB, minIntervalMs: 60_000 })
+    const trimmer = startHeapTrimmer({ log, figures: f.figures, collect: f.collect, now: () => f.clock.ms, slackBytes: 16 * MiB, growthBytes: Number.POSITIVE_INFINITY, minIntervalMs: 60_000 })
     try {
       trimmer.check()
       assert.equal(f.collected(), 0, '5 MiB unused is not worth a collection')
@@ -71,6 +72,33 @@ describe('heap trimmer', () => {
       trimmer.check()
       assert.equal(f.collected(), 1)
       assert.equal(trimmer.collections, 1)
+    } finally {
+      trimmer.stop()
+    }
+  })
+
+  it('collects when the used heap grew since the last collection, though the slack is small', () => {
+    // A burst's garbage counts as used until a collection: high used, little slack.
+    const figures: HeapFigures[] = [{ committedBytes: 44 * MiB, usedBytes: 40 * MiB }]
+    const f = fake(figures)
+    const collect = (): boolean => {
+      figures[0] = { committedBytes: 44 * MiB, usedBytes: 26 * MiB }
+      return f.collect()
+    }
+    const trimmer = startHeapTrimmer({ log, figures: f.figures, collect, now: () => f.clock.ms, trimNative: null, slackBytes: 16 * MiB, growthBytes: 8 * MiB, minIntervalMs: 60_000 })
+    try {
+      trimmer.check()
+      assert.equal(f.collected(), 1, 'the first check collects what start-up left (growth from nothing)')
+      f.clock.ms += 60_000
+      figures[0] = { committedBytes: 44 * MiB, usedBytes: 33 * MiB }
+      trimmer.check()
+      assert.equal(f.collected(), 1, '7 MiB of growth since the collection (26 -> 33) is not enough')
+      figures[0] = { committedBytes: 44 * MiB, usedBytes: 34 * MiB }
+      trimmer.check()
+      assert.equal(f.collected(), 2, '8 MiB of growth is')
+      figures[0] = { committedBytes: 44 * MiB, usedBytes: 40 * MiB }
+      trimmer.check()
+      assert.equal(f.collected(), 2, 'within the interval, growth waits')
     } finally {
       trimmer.stop()
     }
