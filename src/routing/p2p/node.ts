@@ -13,6 +13,7 @@ import type { Logger } from '../../observability/logger.js'
 import { INBOUND_CONNECTION_THRESHOLD, MAX_INCOMING_PENDING_CONNECTIONS, PSK_HANDSHAKE_TIMEOUT_MS } from './constants.js'
 import { loadOrCreatePrivateKey } from './identity.js'
 import { readPskFile } from './psk.js'
+import { coalesceSocketWrites } from './socket-writes.js'
 
 export interface P2PNodeComponents {
   log: Logger
@@ -70,6 +71,12 @@ export class P2PNode {
       // live connections under load). Liveness is the router's heartbeats over the same
       // connections, and yamux's own keep-alive pings keep an idle connection open.
       connectionMonitor: { enabled: false },
+      // Not a gate: the one place libp2p hands over the raw TCP connection before streams exist,
+      // so its small sends become one socket write each (socket-writes.ts). Nothing is denied.
+      connectionGater: {
+        denyInboundEncryptedConnection: (_peer, maConn) => { coalesceSocketWrites(maConn); return false },
+        denyOutboundEncryptedConnection: (_peer, maConn) => { coalesceSocketWrites(maConn); return false }
+      },
       services: { identify: identify(), ping: ping() }
     })
     return new P2PNode(libp2p, privateKey, init.listen)
