@@ -399,6 +399,8 @@ export class AntiEntropy {
       // A requester that opens a pull and never sends its request is cut as one that never reads.
       stalled = AbortSignal.timeout(PULL_WRITE_STALL_MS)
       const req = decodePullRequest((await lp.read({ signal: AbortSignal.any([signal, stalled]) })).subarray())
+      // Its timer runs on; a failure later is a stall only if a later wait set a fresh one that fired.
+      stalled = undefined
       const theirs = new Map<string, VersionEntry>()
       for (const v of req.versions) theirs.set(v.origin, v)
       let bytes = 0
