@@ -48,7 +48,7 @@ import {
   restartForDiskReads, runAb, runBenchmark, startBenchCluster, summarize, TOOLS, type CpuWatch, type Flags, type Tool
 } from './cluster-common.js'
 import { startNginxFileServer, startNginxProxy, type Nginx } from './references.js'
-import { BENCH_NODE_BUNDLE_JS, BENCH_NODE_JS, bootstrapPeers, failFast, idleReading, idleText, prepareCluster, productionEnv, SETTLE_SECONDS, startRouterNodes, type IdleReading } from './router-cluster.js'
+import { BENCH_NODE_BUNDLE_JS, BENCH_NODE_JS, bootstrapPeers, failFast, idleReading, idleText, prepareCluster, productionEnv, schedstatText, SETTLE_SECONDS, startRouterNodes, type IdleReading } from './router-cluster.js'
 
 const MIB = 1024 * 1024
 const GIB = 1024 * MIB
@@ -514,8 +514,7 @@ function idleSummary (label: string, r: IdleReading): string {
   const cpu = summarize(r.cpuPercent)
   const anon = summarize(r.anonMiB)
   return `${label}: RSS median/max ${fixed(rss.p50)}/${fixed(rss.max)} MiB (goal <= ${GOALS.idleRssMiB}; anonymous ${fixed(anon.p50)}/${fixed(anon.max)}), ` +
-    `CPU % of a core median/max ${fixed(cpu.p50, 2)}/${fixed(cpu.max, 2)} (goal < ${GOALS.idleCpuPercent}` +
-    (r.mainThreadPercent.length === 0 ? ')' : `; schedstat median ${fixed(summarize(r.threadsPercent).p50, 2)}, main thread ${fixed(summarize(r.mainThreadPercent).p50, 2)})`)
+    `CPU % of a core median/max ${fixed(cpu.p50, 2)}/${fixed(cpu.max, 2)} (goal < ${GOALS.idleCpuPercent}${schedstatText(r)})`
 }
 
 async function main (): Promise<void> {

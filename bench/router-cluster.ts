@@ -310,10 +310,13 @@ export function idleText (r: IdleReading): string {
   const file = summarize(r.fileMiB)
   return `RSS per node median ${fixed(rss.p50)} MiB (min ${fixed(rss.min)}, max ${fixed(rss.max)}; peak VmHWM max ${fixed(hwm.max)} MiB; ` +
     `of it anonymous median ${fixed(anon.p50)} MiB, max ${fixed(anon.max)}, file pages median ${fixed(file.p50)} MiB), ` +
-    `idle CPU per node median ${fixed(cpu.p50, 2)} % of a core (mean ${fixed(cpu.mean, 2)}, max ${fixed(cpu.max, 2)}; all nodes together ${fixed(cpu.mean * cpu.n, 1)} %` +
-    (r.mainThreadPercent.length === 0
-      ? ')'
-      : `; schedstat: all threads median ${fixed(summarize(r.threadsPercent).p50, 2)} %, main thread median ${fixed(summarize(r.mainThreadPercent).p50, 2)} %)`)
+    `idle CPU per node median ${fixed(cpu.p50, 2)} % of a core (mean ${fixed(cpu.mean, 2)}, max ${fixed(cpu.max, 2)}; all nodes together ${fixed(cpu.mean * cpu.n, 1)} %${schedstatText(r)})`
+}
+
+/** "; schedstat: …" with the medians of every thread and of the main thread, or '' when none were read. */
+export function schedstatText (r: IdleReading): string {
+  if (r.mainThreadPercent.length === 0) return ''
+  return `; schedstat: all threads median ${fixed(summarize(r.threadsPercent).p50, 2)} %, main thread median ${fixed(summarize(r.mainThreadPercent).p50, 2)} %`
 }
 
 /**

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { getHeapStatistics } from 'node:v8'
 import { describe, it } from 'node:test'
 import { createLogger } from './logger.js'
-import { startHeapTrimmer, type HeapFigures } from './heap-trim.js'
+import { startHeapTrimmer, type HeapFigures, type HeapTrimmer } from './heap-trim.js'
 
 const MiB = 1024 * 1024
 const log = createLogger({ level: 'silent' })
@@ -16,6 +16,13 @@ function fake (figures: HeapFigures[]): { figures: () => HeapFigures, collect: (
     collected: () => collected,
     clock
   }
+}
+
+/** Sets the heap figures the trimmer will read (MiB), runs one check, and returns the fake's collections so far. */
+function checkAt (trimmer: HeapTrimmer, f: { collected: () => number }, figures: HeapFigures[], committedMiB: number, usedMiB: number): number {
+  figures[0] = { committedBytes: committedMiB * MiB, usedBytes: usedMiB * MiB }
+  trimmer.check()
+  return f.collected()
 }
 
 describe('heap trimmer', () => {
@@ -63,14 +70,9 @@ describe('heap trimmer', () => {
     const f = fake(figures)
     const trimmer = startHeapTrimmer({ log, figures: f.figures, collect: f.collect, now: () => f.clock.ms, slackBytes: 16 * MiB, growthBytes: Number.POSITIVE_INFINITY, minIntervalMs: 60_000 })
     try {
-      trimmer.check()
-      assert.equal(f.collected(), 0, '5 MiB unused is not worth a collection')
-      figures[0] = { committedBytes: 120 * MiB, usedBytes: 100 * MiB }
-      trimmer.check()
-      assert.equal(f.collected(), 0, '20 MiB unused beside 100 MiB used is ordinary headroom')
-      figures[0] = { committedBytes: 68 * MiB, usedBytes: 34 * MiB }
-      trimmer.check()
-      assert.equal(f.collected(), 1)
+      assert.equal(checkAt(trimmer, f, figures, 30, 25), 0, '5 MiB unused is not worth a collection')
+      assert.equal(checkAt(trimmer, f, figures, 120, 100), 0, '20 MiB unused beside 100 MiB used is ordinary headroom')
+      assert.equal(checkAt(trimmer, f, figures, 68, 34), 1)
       assert.equal(trimmer.collections, 1)
     } finally {
       trimmer.stop()
@@ -90,15 +92,9 @@ describe('heap trimmer', () => {
       trimmer.check()
       assert.equal(f.collected(), 1, 'the first check collects what start-up left (growth from nothing)')
       f.clock.ms += 60_000
-      figures[0] = { committedBytes: 44 * MiB, usedBytes: 33 * MiB }
-      trimmer.check()
-      assert.equal(f.collected(), 1, '7 MiB of growth since the collection (26 -> 33) is not enough')
-      figures[0] = { committedBytes: 44 * MiB, usedBytes: 34 * MiB }
-      trimmer.check()
-      assert.equal(f.collected(), 2, '8 MiB of growth is')
-      figures[0] = { committedBytes: 44 * MiB, usedBytes: 40 * MiB }
-      trimmer.check()
-      assert.equal(f.collected(), 2, 'within the interval, growth waits')
+      assert.equal(checkAt(trimmer, f, figures, 44, 33), 1, '7 MiB of growth since the collection (26 -> 33) is not enough')
+      assert.equal(checkAt(trimmer, f, figures, 44, 34), 2, '8 MiB of growth is')
+      assert.equal(checkAt(trimmer, f, figures, 44, 40), 2, 'within the interval, growth waits')
     } finally {
       trimmer.stop()
     }

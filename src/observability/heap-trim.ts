@@ -88,11 +88,11 @@ export function startHeapTrimmer (init: HeapTrimmerInit): HeapTrimmer {
   let isDisabled = false
 
   const check = (): void => {
-    collectIfSlack()
+    collectIfWorthIt()
     if (trimNative?.() === true) nativeTrims++
   }
 
-  const collectIfSlack = (): void => {
+  const collectIfWorthIt = (): void => {
     if (isDisabled) return
     const before = figures()
     const slack = before.committedBytes - before.usedBytes

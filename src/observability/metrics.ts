@@ -102,11 +102,6 @@ export interface MetricsInit {
 }
 
 /**
- * Spegel's metrics plus ours (containerd health, bytes by source, the P2P index, readiness),
- * all registered on `registry` only; never on prom-client's global registry, so two instances
- * can coexist in one process. Label values come from closed sets or are capped.
- */
-/**
  * How often the event-loop delay histogram behind nodejs_eventloop_lag_p50/p90/p99 samples.
  * prom-client's default, 10 ms, is a libuv timer waking the process 100 times a second: 0.35 to
  * 0.39 % of a core in an otherwise idle Node 24 process on this project's 2-core machines, about
@@ -116,6 +111,11 @@ export interface MetricsInit {
  */
 export const EVENT_LOOP_MONITORING_PRECISION_MS = 100
 
+/**
+ * Spegel's metrics plus ours (containerd health, bytes by source, the P2P index, readiness),
+ * all registered on `registry` only; never on prom-client's global registry, so two instances
+ * can coexist in one process. Label values come from closed sets or are capped.
+ */
 export function createMetrics (registry: Registry, init: MetricsInit = {}): Metrics {
   const registers = [registry]
   if (init.collectDefault ?? true) collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_PRECISION_MS })
