@@ -36,7 +36,7 @@ while IFS= read -r ts; do
 done < <(find src -name '*.ts' ! -name '*.test.ts' ! -name '*.d.ts')
 [ "${#missing_js[@]}" -eq 0 ] || die "$dist is incomplete: ${missing_js[*]:0:3}${missing_js[3]+ ...} missing (run: npm run build)"
 [ "${#stale_js[@]}" -eq 0 ] || note "warning: $dist is older than src for ${#stale_js[@]} file(s), e.g. ${stale_js[0]} (run: npm run build)"
-newer_js=$(find "$dist/src" -name '*.js' ! -name '*.test.js' ! -path '*/web/ui/*' -newer "$dist/src/cli/spegel.bundle.js" -print -quit)
+newer_js=$(find "$dist/src" -name '*.js' ! -name '*.test.js' ! -name 'spegel.chunk-*' ! -path '*/web/ui/*' -newer "$dist/src/cli/spegel.bundle.js" -print -quit)
 [ -z "$newer_js" ] || note "warning: $newer_js is newer than the bundle the image runs (run: npm run build)"
 [ -d proto ] || die "proto/ is missing: the gRPC definitions must ship with the image"
 [ -f package-lock.json ] || die "package-lock.json is missing: production dependencies are installed from it"

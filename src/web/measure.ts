@@ -80,7 +80,10 @@ export async function measureImage (components: MeasureComponents, input: string
   if (base === undefined) return { image, key, lookup, error: 'the registry is not listening yet' }
   // Loaded on the first measurement, not with the page: undici costs every node about 6 MiB of
   // heap for a button most operators never press.
-  const { Agent, request } = await import('undici')
+  // Through `default`, CommonJS's module.exports: Node gives it (with the named exports) when the
+  // modules run one by one, and the image's split bundle gives only it (esbuild cannot name a
+  // CommonJS chunk's exports), so named imports came back undefined there.
+  const { Agent, request } = (await import('undici')).default
   const dispatcher = new Agent({ connections: 4, keepAliveTimeout: 5000 })
   const items: MeasuredItem[] = []
   const pullStarted = performance.now()

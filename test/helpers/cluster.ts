@@ -23,6 +23,8 @@ export interface NodeOptions {
   /** The registry's `server` in hosts.toml; default an address that refuses connections (upstream down). */
   upstream?: string
   containerdSock?: string
+  /** Run the image's bundle rather than the modules (SpegelNodeInit.bundle). */
+  bundle?: boolean
 }
 
 export interface Cluster {
@@ -77,6 +79,7 @@ export async function startCluster (count: number, init: { firstHost?: number, n
       containerdSock: options.containerdSock ?? containerd.socketPath,
       contentPath: containerd.contentPath,
       bootstrapArgs,
+      ...(options.bundle === true ? { bundle: true } : {}),
       extraArgs: ['--data-dir', dataDir, '--containerd-config', containerd.configFile, '--containerd-registry-config-path', containerd.configPath, ...(options.extraArgs ?? [])]
     })
     let spegel: SpegelNode

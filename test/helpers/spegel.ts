@@ -41,6 +41,11 @@ export interface SpegelNodeInit {
   registryPort?: number
   routerPort?: number
   metricsPort?: number
+  /**
+   * Run the image's bundle (dist/src/cli/spegel.bundle.js and its chunks) instead of the modules,
+   * whatever SPEGEL_TEST_BUNDLE says: for code whose loading differs in the bundle.
+   */
+  bundle?: boolean
 }
 
 export interface SpegelNode {
@@ -72,7 +77,7 @@ export async function startSpegel (init: SpegelNodeInit): Promise<SpegelNode> {
   // And for trying V8 flags that NODE_OPTIONS refuses (--optimize-for-size): space-separated.
   const nodeArgs = (process.env.SPEGEL_TEST_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
   // Benchmarks measure what the image runs; tests run the modules, so a failure names the file.
-  const entry = process.env.SPEGEL_TEST_BUNDLE === '1' ? BUNDLE_JS : MAIN_JS
+  const entry = init.bundle === true || process.env.SPEGEL_TEST_BUNDLE === '1' ? BUNDLE_JS : MAIN_JS
   const args = [
     ...(profDir === undefined || profDir === '' ? [] : ['--cpu-prof', `--cpu-prof-dir=${profDir}`]),
     ...nodeArgs,
