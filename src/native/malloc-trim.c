@@ -7,10 +7,20 @@
 // compiler zones and the socket reads of the sync leave them. malloc_trim(0) hands every whole free
 // page back with madvise(MADV_DONTNEED); it takes well under a millisecond on these heaps.
 //
+// It also exports pageOut(start, length), madvise(MADV_PAGEOUT) for the executable's start-up
+// pages (src/observability/page-out.ts says why); the same addon, so one build and one load.
+//
 // Built by scripts/build-native.mjs against the headers of the Node.js the project pins.
 #define NAPI_VERSION 8
+#include <errno.h>
 #include <malloc.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <node_api.h>
+
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21 // Linux 5.4; glibc's headers name it from 2.30 on
+#endif
 
 static napi_value Trim (napi_env env, napi_callback_info info) {
   (void)info;
@@ -20,10 +30,28 @@ static napi_value Trim (napi_env env, napi_callback_info info) {
   return result;
 }
 
+// pageOut(start, length): madvise(start, length, MADV_PAGEOUT) on a page-aligned range of this
+// process's own mappings; returns 0, or the errno (EINVAL from a kernel older than 5.4). Numbers
+// carry the addresses exactly: x86-64 and arm64 user addresses stay below 2^53.
+static napi_value PageOut (napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  double start = 0, length = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return NULL;
+  if (napi_get_value_double(env, argv[0], &start) != napi_ok) return NULL;
+  if (napi_get_value_double(env, argv[1], &length) != napi_ok) return NULL;
+  int rc = madvise((void *)(uintptr_t)start, (size_t)length, MADV_PAGEOUT);
+  napi_value result;
+  if (napi_create_int32(env, rc == 0 ? 0 : errno, &result) != napi_ok) return NULL;
+  return result;
+}
+
 static napi_value Init (napi_env env, napi_value exports) {
   napi_value fn;
   if (napi_create_function(env, "trim", NAPI_AUTO_LENGTH, Trim, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "trim", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "pageOut", NAPI_AUTO_LENGTH, PageOut, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "pageOut", fn) != napi_ok) return NULL;
   return exports;
 }
 

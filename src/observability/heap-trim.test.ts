@@ -3,6 +3,7 @@ import { getHeapStatistics } from 'node:v8'
 import { describe, it } from 'node:test'
 import { createLogger } from './logger.js'
 import { startHeapTrimmer, type HeapFigures, type HeapTrimmer } from './heap-trim.js'
+import type { PageOutResult } from './page-out.js'
 
 const MiB = 1024 * 1024
 const log = createLogger({ level: 'silent' })
@@ -32,6 +33,7 @@ describe('heap trimmer', () => {
     const calls: string[] = []
     let gives = false
     const trimmer = startHeapTrimmer({
+      pageOut: null,
       log,
       figures: f.figures,
       collect: () => { calls.push('collect'); return f.collect() },
@@ -55,7 +57,7 @@ describe('heap trimmer', () => {
 
   it('runs without a glibc trim when told to (null)', () => {
     const f = fake([{ committedBytes: 68 * MiB, usedBytes: 34 * MiB }])
-    const trimmer = startHeapTrimmer({ log, figures: f.figures, collect: f.collect, trimNative: null, now: () => f.clock.ms })
+    const trimmer = startHeapTrimmer({ pageOut: null, log, figures: f.figures, collect: f.collect, trimNative: null, now: () => f.clock.ms })
     try {
       trimmer.check()
       assert.equal(f.collected(), 1)
@@ -68,7 +70,7 @@ describe('heap trimmer', () => {
   it('collects only when the unused committed heap is both large and at least half the used heap', () => {
     const figures: HeapFigures[] = [{ committedBytes: 30 * MiB, usedBytes: 25 * MiB }]
     const f = fake(figures)
-    const trimmer = startHeapTrimmer({ log, figures: f.figures, collect: f.collect, now: () => f.clock.ms, slackBytes: 16 * MiB, growthBytes: Number.POSITIVE_INFINITY, minIntervalMs: 60_000 })
+    const trimmer = startHeapTrimmer({ pageOut: null, log, figures: f.figures, collect: f.collect, now: () => f.clock.ms, slackBytes: 16 * MiB, growthBytes: Number.POSITIVE_INFINITY, minIntervalMs: 60_000 })
     try {
       assert.equal(checkAt(trimmer, f, figures, 30, 25), 0, '5 MiB unused is not worth a collection')
       assert.equal(checkAt(trimmer, f, figures, 120, 100), 0, '20 MiB unused beside 100 MiB used is ordinary headroom')
@@ -87,7 +89,7 @@ describe('heap trimmer', () => {
       figures[0] = { committedBytes: 44 * MiB, usedBytes: 26 * MiB }
       return f.collect()
     }
-    const trimmer = startHeapTrimmer({ log, figures: f.figures, collect, now: () => f.clock.ms, trimNative: null, slackBytes: 16 * MiB, growthBytes: 8 * MiB, minIntervalMs: 60_000 })
+    const trimmer = startHeapTrimmer({ pageOut: null, log, figures: f.figures, collect, now: () => f.clock.ms, trimNative: null, slackBytes: 16 * MiB, growthBytes: 8 * MiB, minIntervalMs: 60_000 })
     try {
       trimmer.check()
       assert.equal(f.collected(), 1, 'the first check collects what start-up left (growth from nothing)')
@@ -105,6 +107,7 @@ describe('heap trimmer', () => {
     const f = fake(figures)
     let available = true
     const trimmer = startHeapTrimmer({
+      pageOut: null,
       log,
       figures: f.figures,
       collect: () => available && f.collect(),
@@ -131,13 +134,42 @@ describe('heap trimmer', () => {
     }
   })
 
+  it('pages out the executable once, at the first check after its delay', () => {
+    const f = fake([{ committedBytes: 30 * MiB, usedBytes: 25 * MiB }])
+    let pageOuts = 0
+    const pageOut = (): PageOutResult => {
+      pageOuts++
+      return { mappings: 3, bytes: 60 * MiB, errno: 0, fileKiBBefore: 56_000, fileKiBAfter: 11_000 }
+    }
+    const trimmer = startHeapTrimmer({ log, figures: f.figures, collect: f.collect, trimNative: null, now: () => f.clock.ms, pageOut, pageOutAfterMs: 90_000 })
+    try {
+      f.clock.ms += 30_000
+      trimmer.check()
+      f.clock.ms += 30_000
+      trimmer.check()
+      assert.equal(pageOuts, 0, 'not while start-up may still run')
+      assert.equal(trimmer.isPagedOut, false)
+      f.clock.ms += 30_000
+      trimmer.check()
+      assert.equal(pageOuts, 1, 'at the check 90 s after the start')
+      assert.equal(trimmer.isPagedOut, true)
+      for (let i = 0; i < 5; i++) {
+        f.clock.ms += 30_000
+        trimmer.check()
+      }
+      assert.equal(pageOuts, 1, 'once: what the node runs afterwards is its working set')
+    } finally {
+      trimmer.stop()
+    }
+  })
+
   it('runs a real full V8 collection without --expose-gc', () => {
     assert.equal(typeof (globalThis as { gc?: unknown }).gc, 'undefined', 'this test must run without --expose-gc')
     // The figures claim a large unused heap so the check decides to collect; the collection is V8's.
     let garbage: unknown[] | undefined = Array.from({ length: 200_000 }, (_, i) => ({ i, s: `x${i}` }))
     const usedWithGarbage = getHeapStatistics().used_heap_size
     garbage = undefined
-    const trimmer = startHeapTrimmer({ log, figures: () => ({ committedBytes: 100 * MiB, usedBytes: 10 * MiB }) })
+    const trimmer = startHeapTrimmer({ pageOut: null, log, figures: () => ({ committedBytes: 100 * MiB, usedBytes: 10 * MiB }) })
     try {
       trimmer.check()
       assert.equal(trimmer.collections, 1)

@@ -2,6 +2,7 @@ import { getHeapStatistics, setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import type { Logger } from './logger.js'
 import { loadMallocTrim, type MallocTrim } from './malloc-trim.js'
+import { loadExecutablePageOut, PAGE_OUT_AFTER_MS, type PageOutResult } from './page-out.js'
 
 /**
  * Gives back the V8 heap a burst of work left committed and unused.
@@ -58,6 +59,10 @@ export interface HeapTrimmerInit {
   collect?: () => boolean
   /** glibc's malloc_trim(0) (src/observability/malloc-trim.ts) by default; null for none. */
   trimNative?: MallocTrim | null
+  /** The executable's start-up pages, paged out once (src/observability/page-out.ts); null for none. */
+  pageOut?: (() => PageOutResult | undefined) | null
+  /** Time from the trimmer's start to that page-out; PAGE_OUT_AFTER_MS by default. */
+  pageOutAfterMs?: number
   now?: () => number
 }
 
@@ -66,6 +71,8 @@ export interface HeapTrimmer {
   readonly collections: number
   /** glibc trims that gave memory back so far. */
   readonly nativeTrims: number
+  /** True once the executable's start-up pages were paged out (or tried). */
+  readonly isPagedOut: boolean
   /** One check, as the timer runs it (for tests). */
   check(): void
   stop(): void
@@ -80,6 +87,9 @@ export function startHeapTrimmer (init: HeapTrimmerInit): HeapTrimmer {
   const collect = init.collect ?? fullCollection
   const now = init.now ?? Date.now
   const trimNative = init.trimNative === undefined ? loadMallocTrim() : init.trimNative ?? undefined
+  const pageOut = init.pageOut === undefined ? loadExecutablePageOut() : init.pageOut ?? undefined
+  const pageOutAtMs = now() + (init.pageOutAfterMs ?? PAGE_OUT_AFTER_MS)
+  let isPagedOut = false
   let lastMs = Number.NEGATIVE_INFINITY
   /** The used heap right after the last collection; 0 before the first, so the first check after start-up's burst collects it. */
   let usedAfterLastBytes = 0
@@ -90,6 +100,11 @@ export function startHeapTrimmer (init: HeapTrimmerInit): HeapTrimmer {
   const check = (): void => {
     collectIfWorthIt()
     if (trimNative?.() === true) nativeTrims++
+    if (!isPagedOut && pageOut !== undefined && now() >= pageOutAtMs) {
+      isPagedOut = true
+      const result = pageOut()
+      if (result !== undefined) init.log.info({ ...result }, 'paged out the start-up pages of the node executable')
+    }
   }
 
   const collectIfWorthIt = (): void => {
@@ -118,6 +133,7 @@ export function startHeapTrimmer (init: HeapTrimmerInit): HeapTrimmer {
   return {
     get collections () { return collections },
     get nativeTrims () { return nativeTrims },
+    get isPagedOut () { return isPagedOut },
     check,
     stop: () => { clearInterval(timer) }
   }

@@ -15,22 +15,40 @@ export type MallocTrim = () => boolean
  */
 const CANDIDATES = ['../native/malloc-trim.node', '../src/native/malloc-trim.node']
 
-let loaded: MallocTrim | undefined | null = null
-
 /**
- * The trim function, or undefined where the addon was not built (no C compiler at build time) or
- * does not load (a libc other than glibc): the node then runs as before, without it. Loaded once.
+ * madvise(start, length, MADV_PAGEOUT) from the same addon (src/observability/page-out.ts):
+ * returns 0, or the errno.
  */
-export function loadMallocTrim (): MallocTrim | undefined {
+export type PageOutNative = (start: number, length: number) => number
+
+interface Addon { trim?: unknown, pageOut?: unknown }
+let loaded: Addon | undefined | null = null
+
+/** The addon's exports, or undefined where it is not built or does not load. Loaded once. */
+function loadAddon (): Addon | undefined {
   if (loaded !== null) return loaded
   loaded = undefined
   const file = findBuildFile(import.meta.url, CANDIDATES)
   if (file === undefined) return loaded
   try {
-    const addon = createRequire(import.meta.url)(file) as { trim?: unknown }
-    if (typeof addon.trim === 'function') loaded = addon.trim as MallocTrim
+    loaded = createRequire(import.meta.url)(file) as Addon
   } catch {
     // Not loadable here (another libc or architecture): run without it.
   }
   return loaded
+}
+
+/**
+ * The trim function, or undefined where the addon was not built (no C compiler at build time) or
+ * does not load (a libc other than glibc): the node then runs as before, without it.
+ */
+export function loadMallocTrim (): MallocTrim | undefined {
+  const trim = loadAddon()?.trim
+  return typeof trim === 'function' ? trim as MallocTrim : undefined
+}
+
+/** madvise(MADV_PAGEOUT) through the addon, or undefined without it (or with an older build). */
+export function loadPageOut (): PageOutNative | undefined {
+  const pageOut = loadAddon()?.pageOut
+  return typeof pageOut === 'function' ? pageOut as PageOutNative : undefined
 }
