@@ -48,7 +48,7 @@ import {
   restartForDiskReads, runAb, runBenchmark, startBenchCluster, summarize, TOOLS, type CpuWatch, type Flags, type Tool
 } from './cluster-common.js'
 import { startNginxFileServer, startNginxProxy, type Nginx } from './references.js'
-import { BENCH_NODE_BUNDLE_JS, BENCH_NODE_JS, bootstrapPeers, failFast, idleReading, idleText, prepareCluster, productionEnv, schedstatText, SETTLE_SECONDS, startRouterNodes, type IdleReading } from './router-cluster.js'
+import { BENCH_NODE_BUNDLE_JS, BENCH_NODE_JS, bootstrapPeers, failFast, idleReading, idleText, ownBinary, prepareCluster, productionEnv, schedstatText, SETTLE_SECONDS, startRouterNodes, type IdleReading } from './router-cluster.js'
 
 const MIB = 1024 * 1024
 const GIB = 1024 * MIB
@@ -91,7 +91,8 @@ const FLAGS = {
   'node-options': { kind: 'string', default: '', help: 'NODE_OPTIONS for the spegel-ts nodes, e.g. --node-options=--max-semi-space-size=1' },
   modules: { kind: 'boolean', help: 'run the spegel-ts nodes from dist/src/main.js, module by module, instead of the bundle the image runs (dist/src/cli/spegel.bundle.js), and the router processes from dist/bench/cluster-scale-node.js instead of its bundle' },
   'unverified-relay': { kind: 'boolean', help: 'data rows: nodes run with --verify-relayed-blobs=false (node b relays the layer without hashing it; containerd would still check it at commit)' },
-  'cpu-prof-dir': { kind: 'string', default: '', help: 'write a V8 CPU profile of every spegel-ts node there (--cpu-prof; written when a node stops)' }
+  'cpu-prof-dir': { kind: 'string', default: '', help: 'write a V8 CPU profile of every spegel-ts node there (--cpu-prof; written when a node stops)' },
+  'own-binary': { kind: 'boolean', help: 'idle row: every node runs its own copy of the node binary, as a pod does on its own host (nodes sharing one binary share its pages, which the kernel never pages out: src/observability/page-out.ts); 126 MB of /tmp per node' }
 } as const
 type Options = Flags<typeof FLAGS>
 
@@ -401,6 +402,7 @@ async function idleFull (opts: Options, workDir: string): Promise<IdleReading> {
           logLevel: 'INFO',
           // What the image runs with, as for the router processes.
           env: productionEnv(),
+          ...(opts.ownBinary ? { nodeBinary: ownBinary(id.dataDir) } : {}),
           bootstrapArgs: ['--bootstrap-kind', 'static', ...(peers.length === 0 ? [] : ['--static-bootstrap-peers', ...peers])],
           extraArgs: ['--data-dir', id.dataDir, '--containerd-namespace', namespace, '--containerd-config', ctrd.configFile,
             '--containerd-registry-config-path', ctrd.configPath]
@@ -524,6 +526,7 @@ async function main (): Promise<void> {
   if (problems.length > 0) throw new Error(`cannot run ${rows.join(', ')}:\n  ${problems.join('\n  ')}`)
   // The image runs the bundle; memory differs by about 11 MiB a node (docs/image.md).
   if (!opts.modules) process.env.SPEGEL_TEST_BUNDLE = '1'
+  if (opts.ownBinary) process.env.SPEGEL_BENCH_OWN_BINARY = '1'
   // Read by every node this process starts, not by this process (it is already running).
   const nodeOptions = [opts.nodeOptions, opts.cpuProfDir === '' ? '' : `--cpu-prof --cpu-prof-dir=${path.resolve(opts.cpuProfDir)}`].filter((o) => o !== '').join(' ')
   if (nodeOptions !== '') process.env.NODE_OPTIONS = nodeOptions
@@ -609,11 +612,11 @@ async function measureRows (rows: readonly Row[], opts: Options, workDir: string
     // Router processes first: quick, and the issue's own measure.
     if (opts.idleNodes.includes('router')) {
       const r = await idleRouter(opts)
-      summary.push(idleSummary(`idle ${opts.nodes} router processes x ${opts.keys} keys (as the issue), ${opts.settleSeconds} s after sync`, r))
+      summary.push(idleSummary(`idle ${opts.nodes} router processes x ${opts.keys} keys (as the issue), ${opts.settleSeconds} s after sync${opts.ownBinary ? ', a node binary each' : ''}`, r))
     }
     if (opts.idleNodes.includes('full')) {
       const r = await idleFull(opts, workDir)
-      summary.push(idleSummary(`idle ${opts.nodes} full spegel-ts nodes x ${opts.keys} keys, ${opts.settleSeconds} s after sync`, r))
+      summary.push(idleSummary(`idle ${opts.nodes} full spegel-ts nodes x ${opts.keys} keys, ${opts.settleSeconds} s after sync${opts.ownBinary ? ', a node binary each' : ''}`, r))
     }
   }
 }

@@ -27,6 +27,9 @@ import { loadExecutablePageOut, PAGE_OUT_AFTER_MS, type PageOutResult } from './
  * and a sync's socket reads leave behind, 2.4 to 7.5 MiB in a settled router process. The call
  * takes well under a millisecond, after the collection when there is one so that what it freed
  * goes back too.
+ *
+ * And the first check PAGE_OUT_AFTER_MS after the start pages out the node executable's start-up
+ * pages, once (src/observability/page-out.ts).
  */
 export const HEAP_TRIM_CHECK_MS = 30_000
 export const HEAP_TRIM_SLACK_BYTES = 16 * 1024 * 1024

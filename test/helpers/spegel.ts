@@ -46,6 +46,8 @@ export interface SpegelNodeInit {
    * whatever SPEGEL_TEST_BUNDLE says: for code whose loading differs in the bundle.
    */
   bundle?: boolean
+  /** The node binary to run; process.execPath by default (benchmarks give each node a copy). */
+  nodeBinary?: string
 }
 
 export interface SpegelNode {
@@ -91,11 +93,12 @@ export async function startSpegel (init: SpegelNodeInit): Promise<SpegelNode> {
     ...(init.passSocketFlag === false ? [] : ['--containerd-sock', init.containerdSock]),
     ...(init.extraArgs ?? [])
   ]
-  let command = process.execPath
+  const nodeBinary = init.nodeBinary ?? process.execPath
+  let command = nodeBinary
   let commandArgs = args
   if (init.runAsUser !== undefined) {
     command = 'setpriv'
-    commandArgs = ['--reuid', init.runAsUser, '--regid', 'nogroup', '--clear-groups', process.execPath, ...args]
+    commandArgs = ['--reuid', init.runAsUser, '--regid', 'nogroup', '--clear-groups', nodeBinary, ...args]
   }
   const child = spawn(command, commandArgs, {
     stdio: ['ignore', 'pipe', 'pipe'],
