@@ -41,6 +41,7 @@ import { lookupPeers, type ClusterNode } from '../test/helpers/cluster.js'
 import { containerdSkipReason, startContainerd, type ContainerdInstance } from '../test/helpers/containerd.js'
 import { buildImage, OCI_CONFIG, OCI_LAYER_TAR, OCI_MANIFEST, type BlobRef } from '../test/helpers/image.js'
 import { httpRequest, run } from '../test/helpers/net.js'
+import { copyNodeBinary } from '../test/helpers/node-binary.js'
 import { BUNDLE_JS, startSpegel, type SpegelNode, type SpegelNodeInit } from '../test/helpers/spegel.js'
 import { waitFor } from '../test/helpers/wait.js'
 import {
@@ -48,7 +49,7 @@ import {
   restartForDiskReads, runAb, runBenchmark, startBenchCluster, summarize, TOOLS, type CpuWatch, type Flags, type Tool
 } from './cluster-common.js'
 import { startNginxFileServer, startNginxProxy, type Nginx } from './references.js'
-import { BENCH_NODE_BUNDLE_JS, BENCH_NODE_JS, bootstrapPeers, failFast, idleReading, idleText, ownBinary, prepareCluster, productionEnv, schedstatText, SETTLE_SECONDS, startRouterNodes, type IdleReading } from './router-cluster.js'
+import { BENCH_NODE_BUNDLE_JS, BENCH_NODE_JS, bootstrapPeers, failFast, idleReading, idleText, prepareCluster, productionEnv, schedstatText, SETTLE_SECONDS, startRouterNodes, type IdleReading } from './router-cluster.js'
 
 const MIB = 1024 * 1024
 const GIB = 1024 * MIB
@@ -402,7 +403,7 @@ async function idleFull (opts: Options, workDir: string): Promise<IdleReading> {
           logLevel: 'INFO',
           // What the image runs with, as for the router processes.
           env: productionEnv(),
-          ...(opts.ownBinary ? { nodeBinary: ownBinary(id.dataDir) } : {}),
+          ...(opts.ownBinary ? { nodeBinary: copyNodeBinary(id.dataDir) } : {}),
           bootstrapArgs: ['--bootstrap-kind', 'static', ...(peers.length === 0 ? [] : ['--static-bootstrap-peers', ...peers])],
           extraArgs: ['--data-dir', id.dataDir, '--containerd-namespace', namespace, '--containerd-config', ctrd.configFile,
             '--containerd-registry-config-path', ctrd.configPath]

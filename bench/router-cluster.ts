@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { closeSync, copyFileSync, fsyncSync, openSync, rmSync } from 'node:fs'
+import { rmSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -19,6 +19,7 @@ import { createLogger } from '../src/observability/logger.js'
 import { loadOrCreatePrivateKey } from '../src/routing/p2p/identity.js'
 import { shuffle } from '../src/routing/p2p/util.js'
 import { freePort } from '../test/helpers/net.js'
+import { copyNodeBinary } from '../test/helpers/node-binary.js'
 import { waitFor } from '../test/helpers/wait.js'
 import { clockTicksPerSecond, errorText, fixed, killQuietly, onCleanup, procSample, summarize, threadRunNs, type ProcSample } from './cluster-common.js'
 import type { ScaleBenchNodeConfig } from './cluster-scale-node.js'
@@ -105,32 +106,15 @@ export function productionEnv (): Record<string, string | undefined> {
  */
 const EXTRA_NODE_ARGS = (process.env.SPEGEL_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
 
-/**
- * A copy of this node binary in `dir` (written through to disk), for a node that should run as
- * the only user of its binary, as a DaemonSet's pod is on its host. Nodes that share one binary
- * share its pages, and the kernel pages out none of those (src/observability/page-out.ts), so
- * with a shared binary an idle reading keeps every page start-up touched in every node.
- * SPEGEL_BENCH_OWN_BINARY=1 (datapath.ts --own-binary) gives each router process one too.
- */
-export function ownBinary (dir: string): string {
-  const file = path.join(dir, 'node')
-  copyFileSync(process.execPath, file)
-  // Page-cache pages still dirty from the copy cannot be paged out until written back.
-  const fd = openSync(file, 'r+')
-  try {
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
-  return file
-}
-
 export function spawnNode (script: string, config: object, base: Omit<NodeProc, 'child' | 'pid' | 'stderr' | 'exited' | 'replies' | 'waiters'>): NodeProc {
   const env = {
     ...process.env,
     ...productionEnv()
   }
-  const binary = process.env.SPEGEL_BENCH_OWN_BINARY === '1' ? ownBinary(base.dataDir) : process.execPath
+  // SPEGEL_BENCH_OWN_BINARY=1 (datapath.ts --own-binary): a binary of its own, as a pod has on its
+  // host. Processes sharing one binary share its pages, and the kernel pages out none of those
+  // (src/observability/page-out.ts), so every page start-up touched would stay in every node.
+  const binary = process.env.SPEGEL_BENCH_OWN_BINARY === '1' ? copyNodeBinary(base.dataDir) : process.execPath
   const child = spawn(binary, [...EXTRA_NODE_ARGS, script, JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'pipe'], env })
   if (child.pid === undefined) throw new Error(`cannot spawn ${script}`)
   const node: NodeProc = { ...base, child, pid: child.pid, stderr: '', exited: false, replies: new Map(), waiters: new Map() }

@@ -106,7 +106,7 @@ export function startHeapTrimmer (init: HeapTrimmerInit): HeapTrimmer {
     if (!isPagedOut && pageOut !== undefined && now() >= pageOutAtMs) {
       isPagedOut = true
       const result = pageOut()
-      if (result !== undefined) init.log.info({ ...result }, 'paged out the start-up pages of the node executable')
+      if (result !== undefined) init.log.info(result, 'paged out the start-up pages of the node executable')
     }
   }
 

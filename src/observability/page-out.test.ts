@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { closeSync, copyFileSync, fsyncSync, mkdtempSync, openSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, it } from 'node:test'
+import { copyNodeBinary } from '../../test/helpers/node-binary.js'
 import { executableMappings, pageOutExecutable } from './page-out.js'
 
 const EXE = '/opt/node 24/bin/node'
@@ -51,12 +52,7 @@ describe('page-out of the executable', () => {
     // A copy of the binary, so no other process maps its pages: the kernel leaves shared ones.
     const dir = mkdtempSync(path.join(os.tmpdir(), 'spg-pageout-'))
     try {
-      const exe = path.join(dir, 'node')
-      copyFileSync(process.execPath, exe)
-      // Dirty page-cache pages cannot be dropped until written back.
-      const fd = openSync(exe, 'r+')
-      fsyncSync(fd)
-      closeSync(fd)
+      const exe = copyNodeBinary(dir)
       const moduleUrl = new URL('./page-out.js', import.meta.url).href
       const script = `
         const { loadExecutablePageOut } = await import(${JSON.stringify(moduleUrl)})

@@ -1,4 +1,4 @@
-import { readFileSync, realpathSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { loadPageOut, type PageOutNative } from './malloc-trim.js'
 
 /**
@@ -64,10 +64,10 @@ export interface PageOutDeps {
 /** Pages out the executable's read-only mappings; undefined where /proc cannot be read. */
 export function pageOutExecutable (deps: PageOutDeps): PageOutResult | undefined {
   const readText = deps.readText ?? ((file: string) => readFileSync(file, 'utf8'))
+  // Node's execPath is already the resolved /proc/self/exe, the path /proc/self/maps shows.
+  const exePath = deps.exePath ?? process.execPath
   let maps: string
-  let exePath: string
   try {
-    exePath = deps.exePath ?? realpathSync('/proc/self/exe')
     maps = readText('/proc/self/maps')
   } catch {
     return undefined

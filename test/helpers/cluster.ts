@@ -79,7 +79,7 @@ export async function startCluster (count: number, init: { firstHost?: number, n
       containerdSock: options.containerdSock ?? containerd.socketPath,
       contentPath: containerd.contentPath,
       bootstrapArgs,
-      ...(options.bundle === true ? { bundle: true } : {}),
+      bundle: options.bundle,
       extraArgs: ['--data-dir', dataDir, '--containerd-config', containerd.configFile, '--containerd-registry-config-path', containerd.configPath, ...(options.extraArgs ?? [])]
     })
     let spegel: SpegelNode
