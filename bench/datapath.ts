@@ -6,7 +6,7 @@
  *   npx node dist/bench/datapath.js [--size-mib 512] [--runs 5] [--ab-seconds 5]
  *     [--rows blob-local,blob-mirror,head-local,head-mirror,idle] [--nodes 30] [--keys 5000]
  *     [--idle-seconds 20] [--settle-seconds 5] [--idle-nodes full,router] [--node-options ...] [--cpu-prof-dir DIR]
- *     [--unverified-relay] [--modules]
+ *     [--unverified-relay] [--link-mbit N] [--modules]
  *
  * Rows (each prints every run, then a median; the end block is for pasting into a note):
  *  - blob-local: curl GET of a `--size-mib` layer from node a, which holds it, against nginx
@@ -15,7 +15,8 @@
  *    against one hop (the blob-local figure of a) and against nginx relaying a (proxy_pass,
  *    keep-alive upstream, 1 MiB buffers); with the relaying process's CPU seconds per GiB.
  *    b hashes the layer as it relays it (`--verify-relayed-blobs`); `--unverified-relay` starts
- *    the nodes with that switched off, to measure what the check costs.
+ *    the nodes with that switched off, to measure what the check costs. `--link-mbit` puts node
+ *    a behind a link of that rate (bench/link-limit.ts), as a holder on another machine is.
  *  - head-local, head-mirror: `ab -k -i -c16` HEAD of the manifest by tag on a, and through b,
  *    against nginx serving the manifest file, and nginx relaying a.
  *  - idle: `--nodes` nodes advertising `--keys` keys each, converged, then RSS and CPU of every
@@ -48,6 +49,7 @@ import {
   abProblems, curlDownload, errorText, fixed, killQuietly, loadAverage, loadLine, median, onCleanup, parseFlags, procSample, requireTools,
   restartForDiskReads, runAb, runBenchmark, startBenchCluster, summarize, TOOLS, type CpuWatch, type Flags, type Tool
 } from './cluster-common.js'
+import { limitSender } from './link-limit.js'
 import { startNginxFileServer, startNginxProxy, type Nginx } from './references.js'
 import { BENCH_NODE_BUNDLE_JS, BENCH_NODE_JS, bootstrapPeers, failFast, idleReading, idleText, prepareCluster, productionEnv, schedstatText, SETTLE_SECONDS, startRouterNodes, type IdleReading } from './router-cluster.js'
 
@@ -91,6 +93,7 @@ const FLAGS = {
   'idle-nodes': { kind: 'choices', default: ['full', 'router'], choices: ['full', 'router'], help: 'idle row: full spegel-ts nodes, router-only processes, or both' },
   'node-options': { kind: 'string', default: '', help: 'NODE_OPTIONS for the spegel-ts nodes, e.g. --node-options=--max-semi-space-size=1' },
   modules: { kind: 'boolean', help: 'run the spegel-ts nodes from dist/src/main.js, module by module, instead of the bundle the image runs (dist/src/cli/spegel.bundle.js), and the router processes from dist/bench/cluster-scale-node.js instead of its bundle' },
+  'link-mbit': { kind: 'int', default: 0, min: 0, help: 'blob-mirror row: everything node a sends leaves at this many Mbit/s at most (HTB on lo, bench/link-limit.ts; needs root), as when the holder is another machine: one hop, the relay through b and nginx\'s relay all fetch through that link. 0: no limit. Not with blob-local (nginx\'s file server is not behind the link)' },
   'unverified-relay': { kind: 'boolean', help: 'data rows: nodes run with --verify-relayed-blobs=false (node b relays the layer without hashing it; containerd would still check it at commit)' },
   'cpu-prof-dir': { kind: 'string', default: '', help: 'write a V8 CPU profile of every spegel-ts node there (--cpu-prof; written when a node stops)' },
   'own-binary': { kind: 'boolean', help: 'idle row: every node runs its own copy of the node binary, as a pod does on its own host (nodes sharing one binary share its pages, which the kernel never pages out: src/observability/page-out.ts); 126 MB of /tmp per node' }
@@ -497,6 +500,12 @@ function requirements (rows: readonly Row[], opts: Options): string[] {
   const tools: Tool[] = []
   if (dataRows) tools.push(TOOLS.nginx)
   if (rows.includes('blob-local') || rows.includes('blob-mirror')) tools.push(TOOLS.curl)
+  if (opts.linkMbit > 0) {
+    if (rows.includes('blob-local')) problems.push('--link-mbit limits node a alone, and the blob-local row compares a with nginx\'s file server, which is not behind the link: pass --rows blob-mirror (with the HEAD rows if wanted)')
+    if (!rows.includes('blob-mirror')) problems.push('--link-mbit applies to the blob-mirror row only: add it to --rows')
+    if (process.getuid?.() !== 0) problems.push('--link-mbit needs root (it adds a qdisc to lo with tc)')
+    tools.push({ bin: 'tc', pkg: 'iproute2' })
+  }
   if (rows.includes('head-local') || rows.includes('head-mirror')) tools.push(TOOLS.ab)
   try {
     requireTools(tools)
@@ -573,7 +582,14 @@ async function measureRows (rows: readonly Row[], opts: Options, workDir: string
 
     const blobTargets = pick(rows.includes('blob-local'), rows.includes('blob-mirror'))
     if (blobTargets.length > 0) {
-      const b = await measureBlobs(dp, blobTargets, opts)
+      const link = opts.linkMbit > 0 ? await limitSender(new URL(dp.a.spegel.registryUrl).hostname, opts.linkMbit) : undefined
+      if (link !== undefined) log(`link: ${link.text}`)
+      let b: Map<TargetName, BlobRun[]>
+      try {
+        b = await measureBlobs(dp, blobTargets, opts)
+      } finally {
+        await link?.remove()
+      }
       const mbps = (n: TargetName): number => medianOf(b, n, (r) => r.mbPerSecond)
       const cpu = (n: TargetName): string => fixed(medianOf(b, n, (r) => r.serverCpuPerGiB), 2)
       const head = `(${opts.sizeMib} MiB, median of ${opts.runs})`
@@ -583,7 +599,7 @@ async function measureRows (rows: readonly Row[], opts: Options, workDir: string
       }
       if (rows.includes('blob-mirror')) {
         const x = mbps('spegel via b')
-        summary.push(`blob GET via mirror ${head}${opts.unverifiedRelay ? ', relay unverified' : ''}: spegel ${fmt0(x)} MB/s, one hop ${fmt0(mbps('spegel local'))}, nginx relay ${fmt0(mbps('nginx relay'))}: ` +
+        summary.push(`blob GET via mirror ${head}${opts.unverifiedRelay ? ', relay unverified' : ''}${opts.linkMbit > 0 ? `, node a behind a ${opts.linkMbit} Mbit/s link` : ''}: spegel ${fmt0(x)} MB/s, one hop ${fmt0(mbps('spegel local'))}, nginx relay ${fmt0(mbps('nginx relay'))}: ` +
           `ratio ${ratio(x, mbps('spegel local'))}, ${ratio(x, mbps('nginx relay'))} (goals >= ${GOALS.blobMirrorOfOneHop}, >= ${GOALS.blobMirrorOfNginx.toFixed(1)}); ` +
           `relaying node CPU s/GiB: spegel ${cpu('spegel via b')} (main thread ${fixed(medianOf(b, 'spegel via b', (r) => r.mainThreadCpuPerGiB ?? Number.NaN), 2)}), nginx ${cpu('nginx relay')} ` +
           `(holder a behind them: ${fixed(medianOf(b, 'spegel via b', (r) => r.originCpuPerGiB ?? Number.NaN), 2)}, ${fixed(medianOf(b, 'nginx relay', (r) => r.originCpuPerGiB ?? Number.NaN), 2)}); ` +

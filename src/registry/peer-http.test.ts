@@ -95,6 +95,82 @@ describe('PeerHttpClient', () => {
     assert.ok(maxOutstanding <= 4, `at most 4 buffers out, saw ${maxOutstanding}`)
   })
 
+  it('hands on bytes that arrive slowly without waiting for a buffer to fill', async () => {
+    const c = fresh()
+    // The peer sends the next piece only once the client has the last one: a client that held
+    // bytes back until its read buffer filled (or the body ended) would never get past the first.
+    const pieces = 5
+    const piece = Buffer.alloc(1000, 0x61)
+    let sent = 0
+    let resSide: ServerResponse | undefined
+    handle = (_req, res) => {
+      resSide = res
+      res.writeHead(200, { 'Content-Length': pieces * piece.length })
+      res.write(piece)
+      sent++
+    }
+    const res = await c.request('127.0.0.1', port, get('/slow'))
+    let got = 0
+    while (got < pieces * piece.length) {
+      const chunk = await res.body.read()
+      assert.ok(chunk !== null, 'body ended early')
+      got += chunk.data.length
+      res.body.release(chunk)
+      if (got === sent * piece.length && sent < pieces) {
+        sent++
+        if (sent === pieces) resSide?.end(piece)
+        else resSide?.write(piece)
+      }
+    }
+    assert.equal(got, pieces * piece.length)
+    assert.equal(await res.body.read(), null)
+  })
+
+  it('keeps a read buffer out of the pool while its socket still fills it, whoever released its first bytes', async () => {
+    const c = fresh()
+    // Body A arrives in two pieces with a pause between: its first bytes are handed on (by the
+    // flush timer) from the buffer its socket goes on reading into. The consumer releases them at
+    // once. If that sent the buffer back to the pool, body B (fast, 5 MiB) would read into it,
+    // overwriting A's second piece before A's consumer reads it.
+    const first = Buffer.alloc(4096, 0x41)
+    const second = Buffer.from(Array.from({ length: 200 * 1024 }, (_, i) => (i * 13) % 251))
+    let finishA: (() => void) | undefined
+    handle = (req, res) => {
+      if (req.url === '/a') {
+        res.writeHead(200, { 'Content-Length': first.length + second.length })
+        res.write(first)
+        finishA = () => { res.end(second) }
+      } else {
+        res.writeHead(200, { 'Content-Length': BIG.length }).end(BIG)
+      }
+    }
+    const a = await c.request('127.0.0.1', port, get('/a'))
+    const head = await a.body.read()
+    assert.ok(head !== null)
+    assert.deepEqual(head.data, first)
+    a.body.release(head)
+    finishA?.()
+    // Let A's second piece land in its buffer, then run B, holding nothing of A meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    const b = await c.request('127.0.0.1', port, get('/b'))
+    const hashB = createHash('sha256')
+    for (;;) {
+      const chunk = await b.body.read()
+      if (chunk === null) break
+      hashB.update(chunk.data)
+      b.body.release(chunk)
+    }
+    assert.equal(hashB.digest('hex'), createHash('sha256').update(BIG).digest('hex'))
+    const rest: Buffer[] = []
+    for (;;) {
+      const chunk = await a.body.read()
+      if (chunk === null) break
+      rest.push(Buffer.from(chunk.data))
+      a.body.release(chunk)
+    }
+    assert.ok(Buffer.concat(rest).equals(second), 'body A\'s second piece is intact')
+  })
+
   it('counts the read buffers sockets hold for their next read, and gets them all back', async () => {
     const c = fresh()
     handle = (_req, res) => { res.writeHead(200, { 'Content-Length': BIG.length }).end(BIG) }

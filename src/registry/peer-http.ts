@@ -4,6 +4,13 @@ import net from 'node:net'
  * A minimal HTTP/1.1 client for requests to peers: keep-alive connections per peer, one request
  * at a time on each, bodies with a Content-Length (every spegel-ts answer has one).
  *
+ * A body's reads fill one pooled buffer, each read into the space the last left, and the buffer
+ * goes to the consumer when it is nearly full, when the body ends, or FLUSH_AFTER_MS after its
+ * first unsent byte: from a peer behind a real link (5 Gbit/s in bench/datapath.ts --link-mbit)
+ * reads return 64 KiB each, and handing each on alone (a hash message, a socket write, their
+ * callbacks) cost the relay 1.6-1.8 CPU s/GiB against 1.1 for the same bytes from a holder on the
+ * same machine, whose reads return most of a megabyte.
+ *
  * Why not undici: relaying a blob through undici cost 6-9 CPU seconds per GiB on the relaying
  * node (measured with bench/datapath.ts), most of it per-chunk work on 32-64 KiB pieces: socket
  * reads into fresh buffers, the parser copying each into its own memory, a stream push, an
@@ -25,6 +32,13 @@ const MAX_CHUNKS_IN_FLIGHT = 4
  * snapshot after a full GC showed 62 MiB live).
  */
 const FREE_BUFFERS_KEPT = 32
+/** A read is not given less room than this: the buffer is handed on before it gets that full. */
+const MIN_READ_BYTES = 64 * 1024
+/**
+ * Bytes read into a body's buffer wait at most this long for more before they are handed on. Long
+ * enough for ten 64 KiB reads at 1 Gbit/s, short against any transfer it delays.
+ */
+const FLUSH_AFTER_MS = 4
 /** A response head larger than this is refused. */
 const MAX_HEAD_BYTES = 64 * 1024
 /**
@@ -70,10 +84,26 @@ let largeBuffersOut = 0
 const freeSmallBuffers: Buffer[] = []
 const SMALL_BUFFERS_KEPT = 512
 
-function takeBuffer (): Buffer {
-  if (largeBuffersOut >= MAX_LARGE_BUFFERS_OUT) return freeSmallBuffers.pop() ?? sharedBuffer(SMALL_READ_BUFFER_BYTES)
+/**
+ * A read buffer out of the pool, with its users counted: the connection filling it, and every
+ * chunk of it handed to a body and not yet released. It goes back to the pool when the last one
+ * is done, never while a socket may still read into it.
+ */
+export class PooledBuffer {
+  readonly buffer: Buffer
+  #users = 1
+  constructor (buffer: Buffer) { this.buffer = buffer }
+  use (): void { this.#users++ }
+  done (): void {
+    if (this.#users <= 0) return
+    if (--this.#users === 0) giveBuffer(this.buffer)
+  }
+}
+
+function takeBuffer (): PooledBuffer {
+  if (largeBuffersOut >= MAX_LARGE_BUFFERS_OUT) return new PooledBuffer(freeSmallBuffers.pop() ?? sharedBuffer(SMALL_READ_BUFFER_BYTES))
   largeBuffersOut++
-  return freeBuffers.pop() ?? sharedBuffer(READ_BUFFER_BYTES)
+  return new PooledBuffer(freeBuffers.pop() ?? sharedBuffer(READ_BUFFER_BYTES))
 }
 
 /**
@@ -150,7 +180,7 @@ export class PeerHttpError extends Error {
 export interface BodyChunk {
   readonly data: Buffer
   /** The pooled buffer behind `data`, when there is one. */
-  readonly pooled: Buffer | undefined
+  readonly pooled: PooledBuffer | undefined
 }
 
 /**
@@ -175,11 +205,10 @@ export class PeerBody {
   get isComplete (): boolean { return this.#isEnded && this.#queue.length === 0 }
   get destroyed (): boolean { return this.#isDestroyed }
 
-  push (data: Buffer, pooled: Buffer | undefined): void {
-    if (this.#isDestroyed) {
-      if (pooled !== undefined) giveBuffer(pooled)
-      return
-    }
+  /** Takes `data`; a `pooled` buffer behind it counts this chunk as one more user of it. */
+  push (data: Buffer, pooled: PooledBuffer | undefined): void {
+    if (this.#isDestroyed) return
+    pooled?.use()
     if (pooled !== undefined) this.#outstanding++
     this.#queue.push({ data, pooled })
     this.#wake()
@@ -216,7 +245,7 @@ export class PeerBody {
   release (chunk: BodyChunk): void {
     if (chunk.pooled === undefined) return
     this.#outstanding--
-    giveBuffer(chunk.pooled)
+    chunk.pooled.done()
     this.onRelease?.()
   }
 
@@ -274,7 +303,7 @@ export class PeerBody {
     for (const chunk of this.#queue) {
       if (chunk.pooled !== undefined) {
         this.#outstanding--
-        giveBuffer(chunk.pooled)
+        chunk.pooled.done()
       }
     }
     this.#queue = []
@@ -329,8 +358,16 @@ class Connection {
   #timer: NodeJS.Timeout | undefined
   /** The error an abort failed the request with (never retried). */
   #abortedBy: Error | undefined
-  /** The pooled buffer Node holds for this socket's next read; given back if the socket closes first. */
-  #readBuffer: Buffer | undefined
+  /**
+   * The body's buffer its reads are filling (this connection is one of its users until it moves to
+   * the next): bytes [0, #sent) were handed to the body, [#sent, #filled) not yet; Node holds the
+   * view from #filled for the socket's next read (#fillView).
+   */
+  #fill: PooledBuffer | undefined
+  #filled = 0
+  #sent = 0
+  #fillView: Buffer | undefined
+  #flushTimer: NodeJS.Timeout | undefined
 
   constructor (client: PeerHttpClient, key: string, host: string, port: number, connectTimeoutMs: number) {
     this.#client = client
@@ -341,9 +378,14 @@ class Connection {
       noDelay: true,
       onread: {
         buffer: () => {
-          const buffer = this.state === 'body' ? takeBuffer() : SHARED_BUFFER
-          this.#readBuffer = buffer === SHARED_BUFFER ? undefined : buffer
-          return buffer
+          if (this.state !== 'body') return SHARED_BUFFER
+          if (this.#fill === undefined) {
+            this.#fill = takeBuffer()
+            this.#filled = 0
+            this.#sent = 0
+          }
+          this.#fillView = this.#fill.buffer.subarray(this.#filled)
+          return this.#fillView
         },
         callback: (nread, buffer) => this.#onRead(nread, buffer as Buffer)
       }
@@ -364,9 +406,8 @@ class Connection {
     })
     this.socket.on('close', () => {
       this.#fail(new PeerHttpError('ECONNRESET', 'connection closed'))
-      const unused = this.#readBuffer
-      this.#readBuffer = undefined
-      if (unused !== undefined) giveBuffer(unused)
+      // Node reads nothing more into it: this connection's use of the fill ends here.
+      this.#dropFill()
     })
     this.socket.on('timeout', () => {
       this.#fail(new PeerHttpError('ETIMEDOUT', this.state === 'body' ? `body delivered nothing for ${this.#bodyIdleTimeoutMs} ms` : 'timed out'))
@@ -418,11 +459,10 @@ class Connection {
   }
 
   #onRead (nread: number, buffer: Buffer): boolean {
-    if (buffer === this.#readBuffer) this.#readBuffer = undefined
-    const pooled = buffer === SHARED_BUFFER ? undefined : buffer
+    const isFill = buffer === this.#fillView && this.#fill !== undefined
+    this.#fillView = undefined
     if (this.state !== 'head' && this.state !== 'body') {
       // Bytes nobody asked for (on an idle connection, say): the connection cannot be trusted.
-      if (pooled !== undefined) giveBuffer(pooled)
       this.#fail(new PeerHttpError('ERR_UNEXPECTED_DATA', 'peer sent bytes outside a response'))
       return false
     }
@@ -437,17 +477,18 @@ class Connection {
           return false
         }
         this.#head = Buffer.from(bytes)
-        if (pooled !== undefined) giveBuffer(pooled)
         return true
       }
       this.#head = undefined
       if (!this.#startBody(bytes.toString('latin1', 0, end))) return false
       const rest = bytes.subarray(end + HEAD_END.length)
       // The head's read buffer is shared or about to be reused: what follows it is copied.
-      if (rest.length > 0) this.#deliver(Buffer.from(rest), undefined)
-      if (pooled !== undefined) giveBuffer(pooled)
+      if (rest.length > 0) this.#deliver(Buffer.from(rest))
+    } else if (isFill) {
+      this.#filledBy(nread)
     } else {
-      this.#deliver(buffer.subarray(0, nread), pooled)
+      // A body read outside the fill (none is taken outside a body): a copy, as after a head.
+      this.#deliver(Buffer.from(buffer.subarray(0, nread)))
     }
     if (this.state === 'body' && this.#body !== undefined && this.#body.outstanding >= chunksInFlightLimit()) {
       this.#isPaused = true
@@ -516,22 +557,67 @@ class Connection {
     return true
   }
 
-  #deliver (data: Buffer, pooled: Buffer | undefined): void {
+  /** Bytes not in the fill (what followed a head): handed on at once. */
+  #deliver (data: Buffer): void {
     const body = this.#body
     if (body === undefined) return
-    let part = data
-    if (part.length > this.#remaining) {
-      // More than announced on a connection with one request in flight: never reuse it.
-      this.#isReusable = false
-      part = part.subarray(0, this.#remaining)
-    }
+    const part = data.subarray(0, this.#announced(data.length))
     this.#remaining -= part.length
-    if (part.length > 0) body.push(part, pooled)
-    else if (pooled !== undefined) giveBuffer(pooled)
+    if (part.length > 0) body.push(part, undefined)
     if (this.#remaining === 0) this.#finishBody(true)
   }
 
+  /** Of `n` bytes read, how many belong to the body; past its Content-Length the connection is spent. */
+  #announced (n: number): number {
+    if (n <= this.#remaining) return n
+    // More than announced on a connection with one request in flight: never reuse it.
+    this.#isReusable = false
+    return this.#remaining
+  }
+
+  /** A read put `nread` bytes into the fill at #filled. */
+  #filledBy (nread: number): void {
+    const fill = this.#fill as PooledBuffer
+    const n = this.#announced(nread)
+    this.#filled += n
+    this.#remaining -= n
+    if (this.#remaining === 0) {
+      this.#finishBody(true)
+    } else if (fill.buffer.length - this.#filled < MIN_READ_BYTES) {
+      // Handed on whole, and the next read takes a fresh buffer.
+      this.#dropFill()
+    } else if (this.#flushTimer === undefined && this.#filled > this.#sent) {
+      this.#flushTimer = setTimeout(() => {
+        this.#flushTimer = undefined
+        this.#flush()
+      }, FLUSH_AFTER_MS)
+    }
+  }
+
+  /** Hands the fill's unsent bytes to the body. */
+  #flush (): void {
+    clearTimeout(this.#flushTimer)
+    this.#flushTimer = undefined
+    const fill = this.#fill
+    const body = this.#body
+    if (fill === undefined || this.#filled === this.#sent) return
+    const data = fill.buffer.subarray(this.#sent, this.#filled)
+    this.#sent = this.#filled
+    if (body !== undefined && this.state === 'body') body.push(data, fill)
+  }
+
+  /** Hands on what the fill holds and lets go of it (the next read of a body takes a fresh one). */
+  #dropFill (): void {
+    this.#flush()
+    const fill = this.#fill
+    this.#fill = undefined
+    this.#fillView = undefined
+    fill?.done()
+  }
+
   #finishBody (isComplete: boolean): void {
+    // The fill's last bytes first; its buffer stays the connection's only while a body reads.
+    this.#dropFill()
     const body = this.#body
     this.#detachSignal()
     body?.end()
@@ -559,6 +645,9 @@ class Connection {
 
   #fail (err: Error): void {
     if (this.state === 'closed') return
+    // What arrived before the failure is the body's: a consumer that resumes elsewhere (a Range
+    // from the first byte it lacks) then asks for less.
+    if (this.state === 'body') this.#flush()
     const wasIdle = this.state === 'idle'
     this.state = 'closed'
     clearTimeout(this.#timer)
