@@ -6,10 +6,10 @@ import net from 'node:net'
  *
  * A body's reads fill one pooled buffer, each read into the space the last left, and the buffer
  * goes to the consumer when it is nearly full, when the body ends, or FLUSH_AFTER_MS after its
- * first unsent byte: from a peer behind a real link (5 Gbit/s in bench/datapath.ts --link-mbit)
- * reads return 64 KiB each, and handing each on alone (a hash message, a socket write, their
- * callbacks) cost the relay 1.6-1.8 CPU s/GiB against 1.1 for the same bytes from a holder on the
- * same machine, whose reads return most of a megabyte.
+ * first unsent byte. From a peer behind a real link (5 Gbit/s in bench/datapath.ts --link-mbit)
+ * reads return about 70 KiB each, and handing each on alone (a hash message, a socket write, their
+ * callbacks) cost the relaying node 1.68-1.76 CPU s/GiB; filling, 1.28-1.60 (bench/README.md).
+ * From a holder on the same machine reads return most of a megabyte either way.
  *
  * Why not undici: relaying a blob through undici cost 6-9 CPU seconds per GiB on the relaying
  * node (measured with bench/datapath.ts), most of it per-chunk work on 32-64 KiB pieces: socket
