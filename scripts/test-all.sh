@@ -10,6 +10,9 @@ command -v ctr >/dev/null 2>&1 || missing+=(containerd)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+# The upstream registry of the pull-storm test (test/integration/pull-storm.test.ts), which skips
+# without it.
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
@@ -27,6 +30,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -q
   # No recommends: prometheus would pull in node-exporter, and nothing here needs the others.
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The package starts a registry service on :5000 where systemd runs; the tests start registries
+  # of their own on free ports and need none.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 if ! command -v kubectl >/dev/null 2>&1; then
   # Debian 12 only packages kubectl 1.20, whose kustomize cannot render components.
