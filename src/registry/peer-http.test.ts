@@ -95,8 +95,9 @@ describe('PeerHttpClient', () => {
     assert.ok(maxOutstanding <= 4, `at most 4 buffers out, saw ${maxOutstanding}`)
   })
 
-  it('hands on bytes that arrive slowly without waiting for a buffer to fill', async () => {
-    const c = fresh()
+  it('hands on bytes that arrive slowly without waiting for a buffer to fill, and counts chunks of one buffer as one', async () => {
+    // A client that held the bytes back would fail on the body idle timeout.
+    const c = fresh({ bodyIdleTimeoutMs: 1000 })
     // The peer sends the next piece only once the client has the last one: a client that held
     // bytes back until its read buffer filled (or the body ended) would never get past the first.
     const pieces = 5
@@ -111,11 +112,14 @@ describe('PeerHttpClient', () => {
     }
     const res = await c.request('127.0.0.1', port, get('/slow'))
     let got = 0
+    // Held to the end: five small chunks of one read buffer are one buffer out, under the four
+    // that pause the socket (counting chunks, the fifth piece would never be read).
+    const held = []
     while (got < pieces * piece.length) {
       const chunk = await res.body.read()
       assert.ok(chunk !== null, 'body ended early')
       got += chunk.data.length
-      res.body.release(chunk)
+      held.push(chunk)
       if (got === sent * piece.length && sent < pieces) {
         sent++
         if (sent === pieces) resSide?.end(piece)
@@ -123,6 +127,10 @@ describe('PeerHttpClient', () => {
       }
     }
     assert.equal(got, pieces * piece.length)
+    assert.equal(held.length, pieces, 'one chunk per piece')
+    assert.equal(res.body.outstanding, 1, 'one buffer behind them all')
+    for (const chunk of held) res.body.release(chunk)
+    assert.equal(res.body.outstanding, 0)
     assert.equal(await res.body.read(), null)
   })
 
@@ -137,8 +145,10 @@ describe('PeerHttpClient', () => {
     let finishA: (() => void) | undefined
     handle = (req, res) => {
       if (req.url === '/a') {
+        // The head alone first: bytes read with the head are copies, not the pooled buffer.
         res.writeHead(200, { 'Content-Length': first.length + second.length })
-        res.write(first)
+        res.flushHeaders()
+        setTimeout(() => { res.write(first) }, 30)
         finishA = () => { res.end(second) }
       } else {
         res.writeHead(200, { 'Content-Length': BIG.length }).end(BIG)
@@ -147,7 +157,10 @@ describe('PeerHttpClient', () => {
     const a = await c.request('127.0.0.1', port, get('/a'))
     const head = await a.body.read()
     assert.ok(head !== null)
+    assert.ok(head.pooled !== undefined, 'the first piece came in the pooled buffer the socket goes on filling')
     assert.deepEqual(head.data, first)
+    a.body.release(head)
+    // Twice, as a buggy consumer might: the second must not take the socket's share of the buffer.
     a.body.release(head)
     finishA?.()
     // Let A's second piece land in its buffer, then run B, holding nothing of A meanwhile.
@@ -251,6 +264,33 @@ describe('PeerHttpClient', () => {
     const closedPort = (closed.address() as AddressInfo).port
     closed.close()
     await assert.rejects(c.request('127.0.0.1', closedPort, get('/x')), /ECONNREFUSED/)
+  })
+
+  it('does not reuse a connection whose peer sent bytes after an answer without a body', async () => {
+    const c = fresh()
+    // A raw server: HEAD answered with a body anyway, in the same write as the head.
+    let connections = 0
+    const raw = createNetServer((s) => {
+      connections++
+      s.on('data', (d) => {
+        const isHead = d.toString('latin1').startsWith('HEAD ')
+        s.write(isHead ? 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello' : 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok')
+      })
+    })
+    raw.listen(0, '127.0.0.1')
+    await once(raw, 'listening')
+    const rawPort = (raw.address() as AddressInfo).port
+    try {
+      const head = await c.request('127.0.0.1', rawPort, get('/h', { method: 'HEAD' }))
+      assert.equal(head.headers['content-length'], '5')
+      assert.equal(head.body.isComplete, true)
+      // Had the stray "hello" been left on the kept-alive connection, it would be read as the
+      // start of the next answer.
+      assert.equal(await (await c.request('127.0.0.1', rawPort, get('/g'))).body.text(), 'ok')
+      assert.equal(connections, 2, 'the second request went over a new connection')
+    } finally {
+      raw.close()
+    }
   })
 
   it('never sends a request line or header with a line break', async () => {

@@ -16,9 +16,9 @@ import net from 'node:net'
  * reads into fresh buffers, the parser copying each into its own memory, a stream push, an
  * async-iterator step and a socket write each. Here the socket reads straight into a few reused
  * 1 MiB buffers (`onread`), the body hands those buffers to the consumer without a copy, and a
- * buffer goes back to the pool once the consumer has written it out (`release`). At most
- * MAX_CHUNKS_IN_FLIGHT buffers per response are out: then the socket stops reading until one
- * comes back, which is the backpressure.
+ * buffer goes back to the pool once the consumer has written it out (`release`). When chunks of
+ * MAX_CHUNKS_IN_FLIGHT buffers are out in one response, the socket stops reading until one comes
+ * back, which is the backpressure.
  */
 
 /** Size of the reused read buffers of a body; the kernel fills what it has, up to this. */
@@ -72,7 +72,8 @@ const freeBuffers: Buffer[] = []
  * sockets for their next read. Node asks for the next read's buffer as soon as a read completes,
  * so every connection in a body holds one before any byte arrives; counting only delivered
  * buffers let a thousand relays take a fresh 1 MiB buffer each (about 1 GiB RSS under
- * bench/load.ts, mirror target). A connection gives its unused read buffer back when it closes.
+ * bench/load.ts, mirror target). A connection lets go of the buffer it fills when the body ends or
+ * the socket closes.
  */
 let largeBuffersOut = 0
 
@@ -193,23 +194,32 @@ export class PeerBody {
   #error: Error | undefined
   #isDestroyed = false
   #waiter: ((value: void) => void) | undefined
-  #outstanding = 0
+  /**
+   * Pooled buffers behind chunks handed out and not yet released, with how many such chunks each
+   * has: the backpressure counts buffers, so the small chunks a slow peer's bytes make (flushed
+   * from one buffer as they come) do not pause the socket while they pin nothing more.
+   */
+  readonly #outstanding = new Map<PooledBuffer, number>()
+  /** Chunks released already: a second release of one must not take another user's share. */
+  readonly #released = new WeakSet<BodyChunk>()
   #closeListeners: Array<() => void> = []
   #isClosed = false
   /** Set by the connection: called when a pooled chunk comes back, or the consumer gives up. */
   onRelease: (() => void) | undefined
   onDestroy: (() => void) | undefined
 
-  /** Pooled chunks delivered and not yet released. */
-  get outstanding (): number { return this.#outstanding }
+  /** Pooled buffers behind the chunks delivered and not yet released. */
+  get outstanding (): number { return this.#outstanding.size }
   get isComplete (): boolean { return this.#isEnded && this.#queue.length === 0 }
   get destroyed (): boolean { return this.#isDestroyed }
 
   /** Takes `data`; a `pooled` buffer behind it counts this chunk as one more user of it. */
   push (data: Buffer, pooled: PooledBuffer | undefined): void {
     if (this.#isDestroyed) return
-    pooled?.use()
-    if (pooled !== undefined) this.#outstanding++
+    if (pooled !== undefined) {
+      pooled.use()
+      this.#outstanding.set(pooled, (this.#outstanding.get(pooled) ?? 0) + 1)
+    }
     this.#queue.push({ data, pooled })
     this.#wake()
   }
@@ -243,10 +253,18 @@ export class PeerBody {
   }
 
   release (chunk: BodyChunk): void {
-    if (chunk.pooled === undefined) return
-    this.#outstanding--
-    chunk.pooled.done()
+    if (chunk.pooled === undefined || this.#released.has(chunk)) return
+    this.#released.add(chunk)
+    this.#unhold(chunk.pooled)
     this.onRelease?.()
+  }
+
+  /** One chunk of `pooled` is done with. */
+  #unhold (pooled: PooledBuffer): void {
+    const n = this.#outstanding.get(pooled) ?? 0
+    if (n <= 1) this.#outstanding.delete(pooled)
+    else this.#outstanding.set(pooled, n - 1)
+    pooled.done()
   }
 
   /** Copies of the chunks, for small bodies. */
@@ -301,10 +319,7 @@ export class PeerBody {
     this.#isDestroyed = true
     if (err !== undefined) this.#error ??= err
     for (const chunk of this.#queue) {
-      if (chunk.pooled !== undefined) {
-        this.#outstanding--
-        chunk.pooled.done()
-      }
+      if (chunk.pooled !== undefined) this.#unhold(chunk.pooled)
     }
     this.#queue = []
     this.#wake()
@@ -482,8 +497,16 @@ class Connection {
       this.#head = undefined
       if (!this.#startBody(bytes.toString('latin1', 0, end))) return false
       const rest = bytes.subarray(end + HEAD_END.length)
-      // The head's read buffer is shared or about to be reused: what follows it is copied.
-      if (rest.length > 0) this.#deliver(Buffer.from(rest))
+      if (rest.length > 0) {
+        if ((this.state as State) !== 'body') {
+          // Bytes after an answer that has no body (HEAD, 204, 304, Content-Length: 0): nothing
+          // asked for them, so the connection cannot be trusted with another request.
+          this.#fail(new PeerHttpError('ERR_UNEXPECTED_DATA', 'peer sent bytes after an answer without a body'))
+          return false
+        }
+        // The head's read buffer is shared or about to be reused: what follows it is copied.
+        this.#deliver(Buffer.from(rest))
+      }
     } else if (isFill) {
       this.#filledBy(nread)
     } else {
