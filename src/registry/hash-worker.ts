@@ -218,7 +218,9 @@ export class HashSession {
     // plain view would make postMessage copy the whole buffer behind it). Either way `onHashed`
     // waits for the worker, so the queue never holds more than the callers' own buffers: the peer
     // client pauses its socket while its buffers are out, which bounds it.
-    const shared = data.buffer instanceof SharedArrayBuffer ? data : Uint8Array.prototype.slice.call(data)
+    // A view of a whole buffer is cloned as it is; a slice would be one more copy of it.
+    const isWhole = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength
+    const shared = data.buffer instanceof SharedArrayBuffer || isWhole ? data : Uint8Array.prototype.slice.call(data)
     this.#state.hashed.push(onHashed)
     pool.post({ type: 'update', id: this.#id as number, data: shared }, true)
   }
