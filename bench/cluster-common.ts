@@ -406,7 +406,8 @@ export const TOOLS = {
   wrk: { bin: 'wrk', pkg: 'wrk' },
   nginx: { bin: 'nginx', pkg: 'nginx-light' },
   skopeo: { bin: 'skopeo', pkg: 'skopeo' },
-  dockerRegistry: { bin: 'docker-registry', pkg: 'docker-registry' }
+  dockerRegistry: { bin: 'docker-registry', pkg: 'docker-registry' },
+  tc: { bin: 'tc', pkg: 'iproute2' }
 } as const satisfies Record<string, Tool>
 
 /** Throws one error naming every missing tool and the apt-get line that installs them all. */

@@ -504,7 +504,7 @@ function requirements (rows: readonly Row[], opts: Options): string[] {
     if (rows.includes('blob-local')) problems.push('--link-mbit limits node a alone, and the blob-local row compares a with nginx\'s file server, which is not behind the link: pass --rows blob-mirror (with the HEAD rows if wanted)')
     if (!rows.includes('blob-mirror')) problems.push('--link-mbit applies to the blob-mirror row only: add it to --rows')
     if (process.getuid?.() !== 0) problems.push('--link-mbit needs root (it adds a qdisc to lo with tc)')
-    tools.push({ bin: 'tc', pkg: 'iproute2' })
+    tools.push(TOOLS.tc)
   }
   if (rows.includes('head-local') || rows.includes('head-mirror')) tools.push(TOOLS.ab)
   try {

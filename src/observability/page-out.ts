@@ -86,11 +86,16 @@ export function pageOutExecutable (deps: PageOutDeps): PageOutResult | undefined
 
 function rssFileKiB (readText: (file: string) => string): number | undefined {
   try {
-    const m = /^RssFile:\s+(\d+) kB$/m.exec(readText('/proc/self/status'))
-    return m === null ? undefined : Number(m[1])
+    return statusRssFileKiB(readText('/proc/self/status'))
   } catch {
     return undefined
   }
+}
+
+/** RssFile of a /proc/<pid>/status text, in KiB; undefined where the kernel does not report it. */
+export function statusRssFileKiB (status: string): number | undefined {
+  const m = /^RssFile:\s+(\d+) kB$/m.exec(status)
+  return m === null ? undefined : Number(m[1])
 }
 
 /** The page-out with the real addon, or undefined where the addon is missing. */

@@ -376,12 +376,11 @@ class Connection {
   /**
    * The body's buffer its reads are filling (this connection is one of its users until it moves to
    * the next): bytes [0, #sent) were handed to the body, [#sent, #filled) not yet; Node holds the
-   * view from #filled for the socket's next read (#fillView).
+   * view from #filled for the socket's next read, so a read in a body lands there.
    */
   #fill: PooledBuffer | undefined
   #filled = 0
   #sent = 0
-  #fillView: Buffer | undefined
   #flushTimer: NodeJS.Timeout | undefined
 
   constructor (client: PeerHttpClient, key: string, host: string, port: number, connectTimeoutMs: number) {
@@ -399,8 +398,7 @@ class Connection {
             this.#filled = 0
             this.#sent = 0
           }
-          this.#fillView = this.#fill.buffer.subarray(this.#filled)
-          return this.#fillView
+          return this.#fill.buffer.subarray(this.#filled)
         },
         callback: (nread, buffer) => this.#onRead(nread, buffer as Buffer)
       }
@@ -474,8 +472,6 @@ class Connection {
   }
 
   #onRead (nread: number, buffer: Buffer): boolean {
-    const isFill = buffer === this.#fillView && this.#fill !== undefined
-    this.#fillView = undefined
     if (this.state !== 'head' && this.state !== 'body') {
       // Bytes nobody asked for (on an idle connection, say): the connection cannot be trusted.
       this.#fail(new PeerHttpError('ERR_UNEXPECTED_DATA', 'peer sent bytes outside a response'))
@@ -507,8 +503,8 @@ class Connection {
         // The head's read buffer is shared or about to be reused: what follows it is copied.
         this.#deliver(Buffer.from(rest))
       }
-    } else if (isFill) {
-      this.#filledBy(nread)
+    } else if (this.#fill !== undefined) {
+      this.#filledBy(this.#fill, nread)
     } else {
       // A body read outside the fill (none is taken outside a body): a copy, as after a head.
       this.#deliver(Buffer.from(buffer.subarray(0, nread)))
@@ -598,9 +594,8 @@ class Connection {
     return this.#remaining
   }
 
-  /** A read put `nread` bytes into the fill at #filled. */
-  #filledBy (nread: number): void {
-    const fill = this.#fill as PooledBuffer
+  /** A read put `nread` bytes into `fill` (this.#fill) at #filled. */
+  #filledBy (fill: PooledBuffer, nread: number): void {
     const n = this.#announced(nread)
     this.#filled += n
     this.#remaining -= n
@@ -634,7 +629,6 @@ class Connection {
     this.#flush()
     const fill = this.#fill
     this.#fill = undefined
-    this.#fillView = undefined
     fill?.done()
   }
 

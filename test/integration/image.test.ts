@@ -23,7 +23,7 @@ import { buildImage, type BuiltImage } from '../helpers/image.js'
 import { run } from '../helpers/net.js'
 import { createTestNetwork, netnsSkipReason, type NetnsNode, type TcpForward, type TestNetwork } from '../helpers/netns.js'
 import { waitFor } from '../helpers/wait.js'
-import { PAGE_OUT_AFTER_MS } from '../../src/observability/page-out.js'
+import { PAGE_OUT_AFTER_MS, statusRssFileKiB } from '../../src/observability/page-out.js'
 import {
   CAPABILITY_BITS, ctrRunPlan, effectiveCapabilities, expandVars, findDaemonSet, nodePortForwards, parseManifests,
   parseQuantity, podContainers, probeUrl, processArgv, renderKustomize, type ContainerSpec, type CtrRunPlan, type IDaemonSet
@@ -721,7 +721,7 @@ describe('container image under containerd, as the rendered DaemonSet runs it', 
     assert.ok(result.fileKiBAfter < result.fileKiBBefore / 2, `file pages at most half of ${result.fileKiBBefore} KiB after the page-out: ${line}`)
     // And they stay out while the node idles: only what it still runs comes back.
     await delay(5_000)
-    const rssFileKiB = Number(/RssFile:\s+(\d+)/.exec(await fs.readFile(`/proc/${pid}/status`, 'utf8'))?.[1])
+    const rssFileKiB = statusRssFileKiB(await fs.readFile(`/proc/${pid}/status`, 'utf8')) ?? Number.NaN
     t.diagnostic(`RssFile 5 s later: ${(rssFileKiB / 1024).toFixed(1)} MiB`)
     // Loose: what the idle node runs faults back in, 64 KiB around each page (10-20 MiB here).
     assert.ok(rssFileKiB < result.fileKiBBefore * 0.75, `RssFile ${rssFileKiB} KiB 5 s after the page-out, against ${result.fileKiBBefore} KiB before`)
