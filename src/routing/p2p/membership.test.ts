@@ -6,6 +6,9 @@ import { HEARSAY_MARGIN_MS, HINT_COOLDOWN_MS, Suspicion } from './membership.js'
 
 const log = createLogger({ level: 'silent' })
 const PEER = 'peer-b'
+/** Long enough for every 0 ms timer the suspicion set to have fired: a check that should not start had its chance. */
+const SETTLE_MS = 20
+const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
 /** The few things Suspicion reads of the node and the index, driven by the test; checks answer when told. */
 function setup () {
@@ -26,9 +29,14 @@ function setup () {
     check: (peer, done) => { checks.push({ peer, done }) },
     announce: () => { announced++ }
   })
-  /** Waits for the next check the suspicion starts (its first one runs on the next turn). */
+  /**
+   * Waits for the next check the suspicion starts. Its first one runs from a 0 ms timer, which
+   * Node fires after at least 1 ms: counting event-loop turns instead of time made this flaky on
+   * a fast machine (200 idle turns can pass within that millisecond).
+   */
   const nextCheck = async (count: number): Promise<{ peer: string, done: (isUp: boolean) => void }> => {
-    for (let i = 0; i < 200 && checks.length < count; i++) await new Promise((resolve) => setImmediate(resolve))
+    const deadline = Date.now() + 5_000
+    while (checks.length < count && Date.now() < deadline) await sleep(1)
     const c = checks[count - 1]
     assert.ok(c !== undefined, `check #${count} was started`)
     return c
@@ -61,7 +69,7 @@ describe('Suspicion', () => {
     const s = setup()
     t.after(() => { s.suspicion.stop() })
     s.suspicion.lost(PEER, true, Date.now())
-    await new Promise((resolve) => setImmediate(resolve))
+    await sleep(SETTLE_MS)
     assert.equal(s.checks.length, 0, 'an orderly close (probe, pruning, shutdown) is no reason to check')
     s.suspicion.lost(PEER, false, Date.now())
     ;(await s.nextCheck(1)).done(true)
@@ -79,7 +87,7 @@ describe('Suspicion', () => {
     // A neighbour relays "heard of it 300 ms ago" shortly after: that news predates the loss.
     s.suspicion.heardOf(PEER, lostAt - 300, lostAt + 100)
     s.suspicion.heardOf(PEER, lostAt + HEARSAY_MARGIN_MS - 1, lostAt + 100)
-    await new Promise((resolve) => setImmediate(resolve))
+    await sleep(SETTLE_MS)
     assert.equal(s.checks.length, 1, 'stale hearsay starts no check')
     assert.equal(s.suspicion.isOut(PEER, Date.now()), true, 'and does not resurrect it')
     // News from well after the loss: check now (the backoff is skipped), still out until it answers.
@@ -110,16 +118,16 @@ describe('Suspicion', () => {
     s.connected.add(PEER)
     s.suspicion.hinted(PEER, 1, now)
     s.suspicion.hinted(PEER, 2, now)
-    await new Promise((resolve) => setImmediate(resolve))
+    await sleep(SETTLE_MS)
     assert.equal(s.checks.length, 0, 'connected: no check, and never out')
     s.connected.delete(PEER)
     s.suspicion.hinted(PEER, 2, now)
-    await new Promise((resolve) => setImmediate(resolve))
+    await sleep(SETTLE_MS)
     assert.equal(s.checks.length, 0, 'a report about another epoch is ignored')
     s.suspicion.hinted(PEER, 1, now)
     ;(await s.nextCheck(1)).done(true)
     s.suspicion.hinted(PEER, 1, now + 1000)
-    await new Promise((resolve) => setImmediate(resolve))
+    await sleep(SETTLE_MS)
     assert.equal(s.checks.length, 1, 'reached lately: the report is not acted on')
     s.suspicion.hinted(PEER, 1, Date.now() + HINT_COOLDOWN_MS + 1)
     ;(await s.nextCheck(2)).done(false)
@@ -134,7 +142,7 @@ describe('Suspicion', () => {
     s.suspicion.lost(PEER, false, Date.now())
     ;(await s.nextCheck(1)).done(true)
     s.suspicion.lost(PEER, false, Date.now())
-    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve))
+    await sleep(SETTLE_MS)
     assert.equal(s.checks.length, 1, 'the second check waits')
     assert.equal(s.suspicion.isOut(PEER, Date.now()), false, 'and the peer stays offered meanwhile')
     s.connected.add(PEER)
