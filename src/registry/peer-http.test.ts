@@ -266,6 +266,43 @@ describe('PeerHttpClient', () => {
     await assert.rejects(c.request('127.0.0.1', closedPort, get('/x')), /ECONNREFUSED/)
   })
 
+  it('opens at most maxDialsPerPeer connections to a peer at once; the rest wait and all are answered', async () => {
+    const c = fresh({ maxDialsPerPeer: 2 })
+    handle = (req, res) => { res.writeHead(200, { 'Content-Length': String(req.url?.length ?? 0) }).end(req.url) }
+    const pending = Array.from({ length: 10 }, async (_, i) => await (await c.request('127.0.0.1', port, get(`/${i}`))).body.text())
+    assert.equal(c.waiting('127.0.0.1', port), 8, 'two dials, eight requests waiting behind them')
+    assert.deepEqual(await Promise.all(pending), Array.from({ length: 10 }, (_, i) => `/${i}`))
+    assert.equal(c.waiting('127.0.0.1', port), 0)
+  })
+
+  it('fails the requests waiting on a peer as soon as a connection to it fails, and refuses more than maxWaitingPerPeer', async () => {
+    const closed = createNetServer()
+    closed.listen(0, '127.0.0.1')
+    await once(closed, 'listening')
+    const closedPort = (closed.address() as AddressInfo).port
+    closed.close()
+    const c = fresh({ maxDialsPerPeer: 1, maxWaitingPerPeer: 3 })
+    const results = await Promise.allSettled(Array.from({ length: 5 }, async (_, i) => await c.request('127.0.0.1', closedPort, get(`/${i}`))))
+    const reasons = results.map((r) => r.status === 'rejected' ? String((r.reason as Error).message) : 'answered')
+    assert.match(reasons[0] ?? '', /ECONNREFUSED/, 'the dial itself')
+    for (const r of reasons.slice(1, 4)) assert.match(r, /a connection to 127\.0\.0\.1:\d+ just failed: .*ECONNREFUSED/, 'waiters fail with it, without dialing in turn')
+    assert.match(reasons[4] ?? '', /3 requests already wait for a connection/)
+    assert.equal(c.waiting('127.0.0.1', closedPort), 0)
+  })
+
+  it('lets a request waiting for a connection go when its signal aborts', async () => {
+    const c = fresh({ maxDialsPerPeer: 1 })
+    handle = (_req, res) => { res.writeHead(200, { 'Content-Length': 2 }).end('ok') }
+    const first = c.request('127.0.0.1', port, get('/first'))
+    const controller = new AbortController()
+    const second = c.request('127.0.0.1', port, get('/second', { signal: controller.signal }))
+    assert.equal(c.waiting('127.0.0.1', port), 1)
+    controller.abort(new Error('client went away'))
+    await assert.rejects(second, /client went away/)
+    assert.equal(c.waiting('127.0.0.1', port), 0)
+    assert.equal(await (await first).body.text(), 'ok')
+  })
+
   it('does not reuse a connection whose peer sent bytes after an answer without a body', async () => {
     const c = fresh()
     // A raw server: HEAD answered with a body anyway, in the same write as the head.

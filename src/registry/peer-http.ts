@@ -57,6 +57,18 @@ const DEFAULT_IDLE_TIMEOUT_MS = 30_000
  * some of which timed out connecting to the busy peer and failed their request.
  */
 const DEFAULT_MAX_IDLE_PER_PEER = 512
+/**
+ * Connections to one peer being opened at once; further requests wait for one of them, or for a
+ * connection a response is done with, whichever comes first. A node relaying to a thousand
+ * clients at once otherwise opened a thousand connections to the holder in the same moment: past
+ * the holder's listen backlog (511 for Node) the kernel drops the handshakes, they time out
+ * (1 s), the holder counts as unreachable, and the blob was answered 404 (bench/load.ts, mirror
+ * target: thousands of 404s in 5 runs of 26). Opening 32 at a time costs a loopback or LAN round
+ * trip per 32 connections.
+ */
+const DEFAULT_MAX_DIALS_PER_PEER = 32
+/** Requests waiting for a connection to one peer; past this a request fails at once (ERR_BUSY). */
+const DEFAULT_MAX_WAITING_PER_PEER = 4096
 
 /**
  * Read buffers of READ_BUFFER_BYTES out at once, over every response. Past it, bodies read into
@@ -148,6 +160,10 @@ export interface PeerHttpInit {
   idleTimeoutMs?: number
   /** Idle connections kept per peer. */
   maxIdlePerPeer?: number
+  /** Connections to one peer being opened at once; more requests wait (see DEFAULT_MAX_DIALS_PER_PEER). */
+  maxDialsPerPeer?: number
+  /** Requests waiting for a connection to one peer before more fail at once. */
+  maxWaitingPerPeer?: number
 }
 
 export interface PeerHttpRequest {
@@ -382,6 +398,9 @@ class Connection {
   #filled = 0
   #sent = 0
   #flushTimer: NodeJS.Timeout | undefined
+  #isConnected = false
+  /** Told when the connection could not be made (not when a request's abort ended the attempt). */
+  onDialFailed: ((err: Error) => void) | undefined
 
   constructor (client: PeerHttpClient, key: string, host: string, port: number, connectTimeoutMs: number) {
     this.#client = client
@@ -406,6 +425,7 @@ class Connection {
     this.#timer = setTimeout(() => { this.#fail(new PeerHttpError('ETIMEDOUT', `connect timed out after ${connectTimeoutMs} ms`)) }, connectTimeoutMs)
     this.#timer.unref()
     this.socket.once('connect', () => {
+      this.#isConnected = true
       clearTimeout(this.#timer)
       this.#timer = undefined
     })
@@ -672,8 +692,9 @@ class Connection {
     const reject = this.#reject
     this.#resolve = undefined
     this.#reject = undefined
+    const isAbort = this.#abortedBy !== undefined && err === this.#abortedBy
+    if (!this.#isConnected && !isAbort) this.onDialFailed?.(err)
     if (reject !== undefined) {
-      const isAbort = this.#abortedBy !== undefined && err === this.#abortedBy
       reject(this.isReused && !this.#gotBytes && !isAbort ? new StaleConnectionError(err) : err)
     }
     this.#body?.fail(err)
@@ -702,16 +723,38 @@ function abortError (signal: AbortSignal): Error {
   return new DOMException('This operation was aborted', 'AbortError')
 }
 
+/**
+ * A request waiting for a connection to a peer: it is handed an idle one, told to try again (a
+ * dial finished, so it may open one), or failed with the error a dial to that peer just met.
+ */
+interface Waiter {
+  settle: (outcome: Connection | 'retry' | Error) => void
+}
+
+/** Dials under way to one peer and the requests waiting behind them (entry dropped when both are none). */
+interface Dials {
+  dialing: number
+  waiting: Set<Waiter>
+}
+
 /** Keep-alive connections to peers, one pool per `host:port`. */
 export class PeerHttpClient {
   readonly #init: PeerHttpInit
   readonly #idle = new Map<string, Connection[]>()
   readonly #idleSince = new Map<Connection, number>()
+  /** Per `host:port` with a dial under way or a request waiting; bounded by the peers asked at once. */
+  readonly #dials = new Map<string, Dials>()
+  readonly #maxDials: number
+  readonly #maxWaiting: number
   #sweeper: NodeJS.Timeout | undefined
   #isClosed = false
 
   constructor (init: PeerHttpInit) {
     this.#init = init
+    this.#maxDials = init.maxDialsPerPeer ?? DEFAULT_MAX_DIALS_PER_PEER
+    this.#maxWaiting = init.maxWaitingPerPeer ?? DEFAULT_MAX_WAITING_PER_PEER
+    if (!Number.isSafeInteger(this.#maxDials) || this.#maxDials < 1) throw new RangeError(`maxDialsPerPeer must be a positive integer, got ${this.#maxDials}`)
+    if (!Number.isSafeInteger(this.#maxWaiting) || this.#maxWaiting < 0) throw new RangeError(`maxWaitingPerPeer must be a non-negative integer, got ${this.#maxWaiting}`)
   }
 
   /** Sends `request` to `host:port`; resolves with the response head, its body still to read. */
@@ -720,7 +763,17 @@ export class PeerHttpClient {
     const hostPort = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
     const bodyIdle = request.bodyIdleTimeoutMs ?? this.#init.bodyIdleTimeoutMs
     for (;;) {
-      const connection = this.#take(hostPort) ?? new Connection(this, hostPort, host, port, this.#init.connectTimeoutMs)
+      let connection = this.#take(hostPort) ?? this.#dial(hostPort, host, port)
+      if (connection === undefined) {
+        const handed = await this.#wait(hostPort, request.signal)
+        // Closed by its peer between the hand-over and now: it was never ours to use.
+        if (handed === undefined || handed.state !== 'idle' || handed.socket.destroyed) continue
+        if (request.signal.aborted) {
+          this.release(handed)
+          throw abortError(request.signal)
+        }
+        connection = handed
+      }
       try {
         return await connection.send(request, hostPort, this.#init.headersTimeoutMs, bodyIdle)
       } catch (err) {
@@ -732,10 +785,97 @@ export class PeerHttpClient {
     }
   }
 
+  /** Requests waiting for a connection to `host:port` (for tests and metrics). */
+  waiting (host: string, port: number): number {
+    const hostPort = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+    return this.#dials.get(hostPort)?.waiting.size ?? 0
+  }
+
+  /** A new connection, unless `maxDialsPerPeer` are being opened to that peer already. */
+  #dial (key: string, host: string, port: number): Connection | undefined {
+    let dials = this.#dials.get(key)
+    if (dials !== undefined && dials.dialing >= this.#maxDials) return undefined
+    if (dials === undefined) {
+      dials = { dialing: 0, waiting: new Set() }
+      this.#dials.set(key, dials)
+    }
+    dials.dialing++
+    const connection = new Connection(this, key, host, port, this.#init.connectTimeoutMs)
+    const d = dials
+    let isCounted = true
+    /** The dial ended: connected, or closed for a reason other than the peer (`undefined`), or failed. */
+    const done = (err: Error | undefined): void => {
+      if (!isCounted) return
+      isCounted = false
+      d.dialing--
+      if (err === undefined) {
+        // One waiter takes the freed slot (the others wait for connections coming free or for it).
+        const first = d.waiting.values().next()
+        if (first.done !== true) {
+          d.waiting.delete(first.value)
+          first.value.settle('retry')
+        }
+      } else {
+        // A peer that did not take this connection will not take theirs: they fail now instead of
+        // each paying the connect timeout in turn, 32 at a time.
+        const waiters = [...d.waiting]
+        d.waiting.clear()
+        if (waiters.length > 0) {
+          const code = (err as { code?: unknown }).code
+          const shared = new PeerHttpError(typeof code === 'string' ? code : 'ECONNREFUSED', `a connection to ${key} just failed: ${err.message}`, { cause: err })
+          for (const w of waiters) w.settle(shared)
+        }
+      }
+      if (d.dialing === 0 && d.waiting.size === 0 && this.#dials.get(key) === d) this.#dials.delete(key)
+    }
+    connection.socket.once('connect', () => { done(undefined) })
+    connection.onDialFailed = (err) => { done(err) }
+    // After onDialFailed when the peer failed it; otherwise the request's abort or the client's close ended it.
+    connection.socket.once('close', () => { done(undefined) })
+    return connection
+  }
+
+  /** Waits for a connection to `key` to come free or for a dial slot (undefined: try again). */
+  async #wait (key: string, signal: AbortSignal): Promise<Connection | undefined> {
+    if (signal.aborted) throw abortError(signal)
+    const dials = this.#dials.get(key)
+    // No dial under way any more (it ended between the checks): try again at once.
+    if (dials === undefined) return undefined
+    if (dials.waiting.size >= this.#maxWaiting) {
+      throw new PeerHttpError('ERR_BUSY', `${dials.waiting.size} requests already wait for a connection to ${key}`)
+    }
+    return await new Promise<Connection | undefined>((resolve, reject) => {
+      const onAbort = (): void => {
+        dials.waiting.delete(waiter)
+        if (dials.dialing === 0 && dials.waiting.size === 0 && this.#dials.get(key) === dials) this.#dials.delete(key)
+        reject(abortError(signal))
+      }
+      const waiter: Waiter = {
+        settle: (outcome) => {
+          signal.removeEventListener('abort', onAbort)
+          if (outcome === 'retry') resolve(undefined)
+          else if (outcome instanceof Error) reject(outcome)
+          else resolve(outcome)
+        }
+      }
+      dials.waiting.add(waiter)
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
   /** A connection whose response is complete comes back here. */
   release (connection: Connection): void {
     if (this.#isClosed) {
       connection.close()
+      return
+    }
+    // A request waiting for this peer takes it at once.
+    const dials = this.#dials.get(connection.key)
+    const first = dials?.waiting.values().next()
+    if (dials !== undefined && first !== undefined && first.done !== true) {
+      dials.waiting.delete(first.value)
+      if (dials.dialing === 0 && dials.waiting.size === 0) this.#dials.delete(connection.key)
+      first.value.settle(connection)
       return
     }
     let list = this.#idle.get(connection.key)
@@ -799,6 +939,11 @@ export class PeerHttpClient {
   async close (): Promise<void> {
     this.#isClosed = true
     clearTimeout(this.#sweeper)
+    for (const dials of this.#dials.values()) {
+      const waiters = [...dials.waiting]
+      dials.waiting.clear()
+      for (const w of waiters) w.settle(new PeerHttpError('ERR_CLOSED', 'client is closed'))
+    }
     for (const connection of [...this.#idleSince.keys()]) connection.close()
     this.#idle.clear()
     this.#idleSince.clear()
