@@ -4,7 +4,7 @@ import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import { after, afterEach, before, describe, it } from 'node:test'
-import { PeerHttpClient, readBuffersOut, type PeerHttpRequest } from './peer-http.js'
+import { PeerHttpClient, readBuffersOut, setReadBufferBounds, type PeerHttpRequest } from './peer-http.js'
 
 const BIG = Buffer.from(Array.from({ length: 5 * 1024 * 1024 + 3 }, (_, i) => (i * 7 + (i >> 11)) % 256))
 
@@ -204,6 +204,43 @@ describe('PeerHttpClient', () => {
     await c.close()
     await new Promise((resolve) => setTimeout(resolve, 100))
     assert.equal(readBuffersOut().large, before, 'every large buffer came back, including those of closed sockets')
+  })
+
+  it('bounds the read buffers of all bodies together: past it a body waits for one to come back, then goes on', async (t) => {
+    const c = fresh()
+    handle = (_req, res) => { res.writeHead(200, { 'Content-Length': BIG.length }).end(BIG) }
+    const previous = setReadBufferBounds({ large: 1, small: 2 })
+    t.after(() => { setReadBufferBounds(previous) })
+    const responses = await Promise.all(Array.from({ length: 5 }, async (_, i) => await c.request('127.0.0.1', port, get(`/bounded${i}`))))
+    // Every body hands over a first chunk and keeps it: the buffers behind them stay out.
+    const firsts = await Promise.all(responses.map(async (res) => await res.body.read()))
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    const out = readBuffersOut()
+    assert.ok(out.large <= 1 && out.small <= 2, `at most 1 large and 2 small buffers out, saw ${out.large} and ${out.small}`)
+    assert.ok(out.starved >= 2, `bodies past the bound wait for a buffer, saw ${out.starved} waiting`)
+    // Each body read on by a consumer of its own, as each relay's client does, giving back what
+    // it wrote: the waiting bodies get buffers as others come back, and all complete byte for byte.
+    const expected = createHash('sha256').update(BIG).digest('hex')
+    await Promise.all(responses.map(async (res, i) => {
+      const hash = createHash('sha256')
+      const first = firsts[i]
+      assert.ok(first !== null && first !== undefined)
+      hash.update(first.data)
+      let length = first.data.length
+      res.body.release(first)
+      for (;;) {
+        const chunk = await res.body.read()
+        if (chunk === null) break
+        hash.update(chunk.data)
+        length += chunk.data.length
+        res.body.release(chunk)
+        const now = readBuffersOut()
+        assert.ok(now.large <= 1 && now.small <= 2, `the bound holds while bodies read: ${now.large} large, ${now.small} small`)
+      }
+      assert.equal(length, BIG.length, `body ${i}`)
+      assert.equal(hash.digest('hex'), expected, `body ${i}`)
+    }))
+    assert.deepEqual(readBuffersOut(), { large: 0, small: 0, starved: 0 })
   })
 
   it('retries once on a new connection when a kept-alive one was closed by the peer', async () => {

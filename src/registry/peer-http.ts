@@ -75,8 +75,14 @@ const DEFAULT_MAX_WAITING_PER_PEER = 4096
  * SMALL_READ_BUFFER_BYTES buffers: a node relaying to a thousand clients at once otherwise held
  * up to 4 MiB per response (1.3 GiB RSS measured with bench/load.ts, mirror target).
  */
-const MAX_LARGE_BUFFERS_OUT = 32
-const SMALL_READ_BUFFER_BYTES = 64 * 1024
+let maxLargeBuffersOut = 32
+/**
+ * 128 KiB: at glibc's mmap threshold as the image sets it (MALLOC_MMAP_THRESHOLD_=131072), so
+ * each lives in a mapping of its own rather than among the heap's small chunks, and two 64 KiB
+ * reads fill one before it is handed on. Under bench/load.ts (mirror target) 64 KiB buffers gave
+ * 368 and 427 relayed req/s, 128 KiB ones 498 and 460, for the same bound in bytes.
+ */
+const SMALL_READ_BUFFER_BYTES = 128 * 1024
 
 const freeBuffers: Buffer[] = []
 /**
@@ -90,12 +96,28 @@ const freeBuffers: Buffer[] = []
 let largeBuffersOut = 0
 
 /**
- * Small buffers are reused too: left to the garbage collector, a relay at 200 MB/s made 3,000
- * of them a second, and V8 let 400+ MiB of them pile up before collecting (measured through
- * nodejs_external_memory_bytes under bench/load.ts).
+ * Small buffers out at once, over every response: with the large ones, the bound on the memory
+ * bodies read into (96 MiB). A connection whose body needs a buffer past it stops reading until
+ * one comes back (`starved` below). Without a bound a relaying node held as many as its clients
+ * asked for: 1,750 of 64 KiB for a thousand relays at once, and its glibc heap grew past 300 MiB
+ * (RSS 526-571 MiB, above the DaemonSet's 512 MiB limit) under bench/load.ts, mirror target.
+ */
+let maxSmallBuffersOut = 512
+/**
+ * Small buffers are reused too, as many as may be out. A dropped one waits for a garbage
+ * collection that nothing prompts: V8 does not count a SharedArrayBuffer's memory as external,
+ * so it never collects for them. Keeping 512 of up to 1,750 out made 600 new ones a second
+ * under bench/load.ts (mirror target) while the dead ones filled the glibc heap.
  */
 const freeSmallBuffers: Buffer[] = []
-const SMALL_BUFFERS_KEPT = 512
+let smallBuffersOut = 0
+/** Buffers promised to woken connections that have not read yet, so one return wakes one. */
+let reservedBuffers = 0
+/**
+ * Connections whose body waits for a read buffer, in the order they stopped. One resumes each
+ * time a buffer comes back; a connection leaves the set when it resumes or closes.
+ */
+const starved = new Set<{ wake: () => void }>()
 
 /**
  * A read buffer out of the pool, with its users counted: the connection filling it, and every
@@ -113,8 +135,31 @@ export class PooledBuffer {
   }
 }
 
+/** Whether a body may take another read buffer within the bound. */
+function canTakeBuffer (): boolean {
+  // A reservation may be taken from either pool, so it holds a place in both.
+  return largeBuffersOut + reservedBuffers < maxLargeBuffersOut || smallBuffersOut + reservedBuffers < maxSmallBuffersOut
+}
+
+/** Wakes the connection that waited longest for a buffer, when there is room for one. */
+function wakeStarved (): void {
+  const next = starved.values().next()
+  if (next.done === true || !canTakeBuffer()) return
+  starved.delete(next.value)
+  reservedBuffers++
+  next.value.wake()
+}
+
+/**
+ * A read buffer: large while fewer than maxLargeBuffersOut are out, small otherwise. Callers
+ * check canTakeBuffer() before a body reads on; a socket that asks anyway (its next read was
+ * already under way) gets one past the bound.
+ */
 function takeBuffer (): PooledBuffer {
-  if (largeBuffersOut >= MAX_LARGE_BUFFERS_OUT) return new PooledBuffer(freeSmallBuffers.pop() ?? sharedBuffer(SMALL_READ_BUFFER_BYTES))
+  if (largeBuffersOut >= maxLargeBuffersOut) {
+    smallBuffersOut++
+    return new PooledBuffer(freeSmallBuffers.pop() ?? sharedBuffer(SMALL_READ_BUFFER_BYTES))
+  }
   largeBuffersOut++
   return new PooledBuffer(freeBuffers.pop() ?? sharedBuffer(READ_BUFFER_BYTES))
 }
@@ -131,22 +176,37 @@ function giveBuffer (buffer: Buffer): void {
   if (buffer.length === READ_BUFFER_BYTES) {
     largeBuffersOut--
     if (freeBuffers.length < FREE_BUFFERS_KEPT) freeBuffers.push(buffer)
-  } else if (buffer.length === SMALL_READ_BUFFER_BYTES && freeSmallBuffers.length < SMALL_BUFFERS_KEPT) {
-    freeSmallBuffers.push(buffer)
+  } else if (buffer.length === SMALL_READ_BUFFER_BYTES) {
+    smallBuffersOut--
+    if (freeSmallBuffers.length < maxSmallBuffersOut) freeSmallBuffers.push(buffer)
   }
+  // The room goes to the connection that waited longest.
+  wakeStarved()
 }
 
 /**
- * Chunks a body may hold before its socket pauses: while large buffers are all out, one, so a
- * thousand relays at once hold about 64 MiB of small buffers rather than four times that.
+ * Chunks a body may hold before its socket pauses: while large buffers are all out, one, so the
+ * small buffers spread over many relays rather than four to a relay.
  */
 function chunksInFlightLimit (): number {
-  return largeBuffersOut >= MAX_LARGE_BUFFERS_OUT ? 1 : MAX_CHUNKS_IN_FLIGHT
+  return largeBuffersOut >= maxLargeBuffersOut ? 1 : MAX_CHUNKS_IN_FLIGHT
 }
 
-/** Read buffers pooled here and not in the free lists (for tests). */
-export function readBuffersOut (): { large: number } {
-  return { large: largeBuffersOut }
+/** Read buffers pooled here and not in the free lists, and connections waiting for one (for tests). */
+export function readBuffersOut (): { large: number, small: number, starved: number } {
+  return { large: largeBuffersOut, small: smallBuffersOut, starved: starved.size }
+}
+
+/**
+ * Sets the bounds on read buffers out (for tests: the defaults take hundreds of connections to
+ * reach); returns the previous ones. Only while none is out.
+ */
+export function setReadBufferBounds (bounds: { large: number, small: number }): { large: number, small: number } {
+  if (largeBuffersOut + smallBuffersOut + reservedBuffers > 0) throw new Error('read buffers are out')
+  const previous = { large: maxLargeBuffersOut, small: maxSmallBuffersOut }
+  maxLargeBuffersOut = bounds.large
+  maxSmallBuffersOut = bounds.small
+  return previous
 }
 
 export interface PeerHttpInit {
@@ -399,6 +459,10 @@ class Connection {
   #sent = 0
   #flushTimer: NodeJS.Timeout | undefined
   #isConnected = false
+  /** Its place among the connections waiting for a read buffer (see `starved`). */
+  #starvedEntry: { wake: () => void } | undefined
+  /** Woken from `starved`: one buffer is reserved for its next read. */
+  #hasReservation = false
   /** Told when the connection could not be made (not when a request's abort ended the attempt). */
   onDialFailed: ((err: Error) => void) | undefined
 
@@ -412,12 +476,11 @@ class Connection {
       onread: {
         buffer: () => {
           if (this.state !== 'body') return SHARED_BUFFER
-          if (this.#fill === undefined) {
-            this.#fill = takeBuffer()
-            this.#filled = 0
-            this.#sent = 0
-          }
-          return this.#fill.buffer.subarray(this.#filled)
+          // Node asks for the next read's buffer right after each read, even one after which this
+          // socket stops reading. Past the bound, none is taken: a read after the wake-up lands
+          // in the shared buffer and is copied into the buffer reserved for it (#adopt).
+          if (this.#fill === undefined && !this.#hasReservation && !canTakeBuffer()) return SHARED_BUFFER
+          return (this.#fill ?? this.#takeFill()).buffer.subarray(this.#filled)
         },
         callback: (nread, buffer) => this.#onRead(nread, buffer as Buffer)
       }
@@ -520,21 +583,99 @@ class Connection {
           this.#fail(new PeerHttpError('ERR_UNEXPECTED_DATA', 'peer sent bytes after an answer without a body'))
           return false
         }
-        // The head's read buffer is shared or about to be reused: what follows it is copied.
-        this.#deliver(Buffer.from(rest))
+        this.#adopt(rest)
       }
     } else if (this.#fill !== undefined) {
       this.#filledBy(this.#fill, nread)
     } else {
-      // A body read outside the fill (none is taken outside a body): a copy, as after a head.
-      this.#deliver(Buffer.from(buffer.subarray(0, nread)))
+      this.#adopt(buffer.subarray(0, nread))
     }
     if (this.state === 'body' && this.#body !== undefined && this.#body.outstanding >= chunksInFlightLimit()) {
       this.#isPaused = true
       this.socket.setTimeout(0)
       return false
     }
+    if (this.state === 'body' && this.#fill === undefined && !this.#hasReservation && !canTakeBuffer()) {
+      this.#starve()
+      return false
+    }
     return (this.state as State) !== 'closed'
+  }
+
+  /** Takes the body's next buffer to fill, turning a reservation into it when there is one. */
+  #takeFill (): PooledBuffer {
+    if (this.#hasReservation) {
+      // Nobody else is woken for this buffer: it was promised to this connection.
+      this.#hasReservation = false
+      reservedBuffers--
+    }
+    const fill = takeBuffer()
+    this.#fill = fill
+    this.#filled = 0
+    this.#sent = 0
+    return fill
+  }
+
+  /**
+   * Body bytes read into the shared buffer (what followed a head, or the first read after a wait
+   * for a buffer) are copied into the buffer the body's next reads fill. A fresh copy per response
+   * instead was a 64 KiB malloc that only a garbage collection freed, and the hash worker got it
+   * copied once more (a plain buffer is cloned, a shared one read in place): under bench/load.ts
+   * (mirror target) those copies were 2,500 mallocs of 64 KiB in 6 s. Past the bound on buffers,
+   * or when a head split over reads left more than a small buffer holds (rare), a plain copy.
+   */
+  #adopt (bytes: Buffer): void {
+    if (this.#fill === undefined && (this.#hasReservation || canTakeBuffer())) {
+      const fill = this.#takeFill()
+      if (bytes.length <= fill.buffer.length) {
+        bytes.copy(fill.buffer)
+        this.#filledBy(fill, bytes.length)
+        return
+      }
+      this.#fill = undefined
+      fill.done()
+    }
+    this.#deliver(Buffer.from(bytes))
+  }
+
+  /**
+   * The body's next read would need a buffer past the bound: the socket stops reading until one
+   * comes back. Not the peer's fault, so the body's idle timer stops meanwhile.
+   */
+  #starve (): void {
+    this.socket.setTimeout(0)
+    if (this.#starvedEntry !== undefined) return
+    const entry = {
+      wake: () => {
+        this.#starvedEntry = undefined
+        this.#hasReservation = true
+        if (this.state !== 'body') {
+          this.#dropReservation()
+          return
+        }
+        // Still held back by its consumer: onRelease resumes it, and the reservation keeps.
+        if (this.#isPaused) return
+        this.socket.setTimeout(this.#bodyIdleTimeoutMs)
+        this.socket.resume()
+      }
+    }
+    // The socket is paused already: #onRead returns false after this, and onRelease calls it
+    // only on a socket paused for its consumer.
+    this.#starvedEntry = entry
+    starved.add(entry)
+  }
+
+  /** Leaves the queue for buffers and gives back a reserved one. */
+  #dropReservation (): void {
+    if (this.#starvedEntry !== undefined) {
+      starved.delete(this.#starvedEntry)
+      this.#starvedEntry = undefined
+    }
+    if (this.#hasReservation) {
+      this.#hasReservation = false
+      reservedBuffers--
+      wakeStarved()
+    }
   }
 
   /** Parses the head; false when it was unusable (the request has failed). */
@@ -578,6 +719,12 @@ class Connection {
     body.onRelease = () => {
       if (this.#isPaused && this.#body === body && body.outstanding < chunksInFlightLimit() && this.state === 'body') {
         this.#isPaused = false
+        // Waiting for a read buffer as well: the wake-up resumes it.
+        if (this.#starvedEntry !== undefined) return
+        if (this.#fill === undefined && !this.#hasReservation && !canTakeBuffer()) {
+          this.#starve()
+          return
+        }
         this.socket.setTimeout(this.#bodyIdleTimeoutMs)
         this.socket.resume()
       }
@@ -655,6 +802,7 @@ class Connection {
   #finishBody (isComplete: boolean): void {
     // The fill's last bytes first; its buffer stays the connection's only while a body reads.
     this.#dropFill()
+    this.#dropReservation()
     const body = this.#body
     this.#detachSignal()
     body?.end()
@@ -694,6 +842,7 @@ class Connection {
     this.#reject = undefined
     const isAbort = this.#abortedBy !== undefined && err === this.#abortedBy
     if (!this.#isConnected && !isAbort) this.onDialFailed?.(err)
+    this.#dropReservation()
     if (reject !== undefined) {
       reject(this.isReused && !this.#gotBytes && !isAbort ? new StaleConnectionError(err) : err)
     }
