@@ -7,10 +7,10 @@ import { createMux, createServer, type Route } from '../http/index.js'
 import { addressText, closeGracefully, listen } from '../http/lifecycle.js'
 import { buildFilters } from '../oci/index.js'
 import { createLogger, parseLogLevel, type Logger } from '../observability/logger.js'
-import { startHeapTrimmer } from '../observability/heap-trim.js'
+import { HEAP_TRIM_CHECK_MS, startHeapTrimmer } from '../observability/heap-trim.js'
 import { createMetrics, createMetricsHandler, type RouterMetricsSnapshot } from '../observability/metrics.js'
 import {
-  PullStorm, RecentRequests, basicAuthHeader, createMirror, createRegistryHandler, createRegistryLabeler, nodeReadiness
+  PullStorm, RecentRequests, basicAuthHeader, createMirror, createRegistryHandler, createRegistryLabeler, nodeReadiness, readBufferStats, releaseIdleReadBuffers
 } from '../registry/index.js'
 import { loadBasicAuth } from '../registry/basic-auth.js'
 import { createBootstrapper } from '../routing/bootstrap/index.js'
@@ -126,7 +126,8 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
   const registryServer = createServer(handler, { log })
   metrics.setSources({
     isReady: () => readiness().isReady,
-    router: () => router === undefined ? undefined : routerMetrics(router)
+    router: () => router === undefined ? undefined : routerMetrics(router),
+    readBuffers: readBufferStats
   })
 
   const warnings: NodeWarning[] = []
@@ -241,7 +242,8 @@ export async function runRegistry (config: RegistryConfig, runtime: RegistryRunt
   if (storm.isEnabled) arriving.follow(store.contentRoot())
   log.info({ registry: addressText(registryServer), metrics: addressText(metricsServer), router: router.multiaddrs(), peerId: router.peerId, containerdSock: config.containerdSock }, 'running spegel')
   // The image listing and the cluster's index arrive in bursts that leave V8's heap committed.
-  const heapTrimmer = startHeapTrimmer({ log })
+  // Idle pooled read buffers of the relay go at the next check after a quiet period of one check.
+  const heapTrimmer = startHeapTrimmer({ log, release: () => releaseIdleReadBuffers(HEAP_TRIM_CHECK_MS) })
 
   if (!runtime.shutdown.aborted) await once(runtime.shutdown, 'abort')
   log.info('shutting down')

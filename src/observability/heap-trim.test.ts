@@ -102,6 +102,29 @@ describe('heap trimmer', () => {
     }
   })
 
+  it('collects when memory outside the heap was let go of, once per interval, and not again for it', () => {
+    const figures: HeapFigures[] = [{ committedBytes: 30 * MiB, usedBytes: 28 * MiB }]
+    const f = fake(figures)
+    let toRelease = 0
+    const trimmer = startHeapTrimmer({ pageOut: null, log, figures: f.figures, collect: f.collect, now: () => f.clock.ms, trimNative: null, slackBytes: 16 * MiB, growthBytes: 8 * MiB, minIntervalMs: 60_000, release: () => { const n = toRelease; toRelease = 0; return n } })
+    try {
+      trimmer.check()
+      assert.equal(f.collected(), 1, 'start-up')
+      toRelease = 96 * MiB
+      f.clock.ms += 30_000
+      trimmer.check()
+      assert.equal(f.collected(), 1, 'within the interval the released bytes wait')
+      f.clock.ms += 30_000
+      trimmer.check()
+      assert.equal(f.collected(), 2, 'then they are collected')
+      f.clock.ms += 60_000
+      trimmer.check()
+      assert.equal(f.collected(), 2, 'a quiet heap and nothing let go of since: no collection')
+    } finally {
+      trimmer.stop()
+    }
+  })
+
   it('collects at most once per interval, and stops trying when no collection can run', () => {
     const figures: HeapFigures[] = [{ committedBytes: 68 * MiB, usedBytes: 34 * MiB }]
     const f = fake(figures)

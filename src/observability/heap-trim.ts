@@ -66,6 +66,11 @@ export interface HeapTrimmerInit {
   pageOut?: (() => PageOutResult | undefined) | null
   /** Time from the trimmer's start to that page-out; PAGE_OUT_AFTER_MS by default. */
   pageOutAfterMs?: number
+  /**
+   * Called at every check: memory outside V8's heap its owner lets go of now (idle pooled
+   * buffers), in bytes. Only a collection frees it, so one runs (at most once per interval).
+   */
+  release?: () => number
   now?: () => number
 }
 
@@ -99,8 +104,11 @@ export function startHeapTrimmer (init: HeapTrimmerInit): HeapTrimmer {
   let collections = 0
   let nativeTrims = 0
   let isDisabled = false
+  /** Bytes let go of by `release` that no collection has freed yet. */
+  let releasedBytes = 0
 
   const check = (): void => {
+    releasedBytes += init.release?.() ?? 0
     collectIfWorthIt()
     if (trimNative?.() === true) nativeTrims++
     if (!isPagedOut && pageOut !== undefined && now() >= pageOutAtMs) {
@@ -116,7 +124,8 @@ export function startHeapTrimmer (init: HeapTrimmerInit): HeapTrimmer {
     const slack = before.committedBytes - before.usedBytes
     const isSlack = slack >= slackBytes && slack >= before.usedBytes / 2
     const hasGrown = before.usedBytes - usedAfterLastBytes >= growthBytes
-    if (!isSlack && !hasGrown) return
+    const hasReleased = releasedBytes > 0
+    if (!isSlack && !hasGrown && !hasReleased) return
     const at = now()
     if (at - lastMs < minIntervalMs) return
     lastMs = at
@@ -128,7 +137,9 @@ export function startHeapTrimmer (init: HeapTrimmerInit): HeapTrimmer {
     collections++
     const after = figures()
     usedAfterLastBytes = after.usedBytes
-    init.log.debug({ committedBytes: before.committedBytes, usedBytes: before.usedBytes, committedAfterBytes: after.committedBytes, usedAfterBytes: after.usedBytes, reason: isSlack ? 'slack' : 'growth', durationMs: now() - at }, 'collected unused heap')
+    const reason = isSlack ? 'slack' : hasGrown ? 'growth' : 'released'
+    init.log.debug({ committedBytes: before.committedBytes, usedBytes: before.usedBytes, committedAfterBytes: after.committedBytes, usedAfterBytes: after.usedBytes, releasedBytes, reason, durationMs: now() - at }, 'collected unused heap')
+    releasedBytes = 0
   }
 
   const timer = setInterval(check, checkMs)

@@ -114,6 +114,19 @@ describe('createMetrics: ours', () => {
     ...over
   })
 
+  it('reads the relay\'s read buffers at scrape time', async () => {
+    const m = createMetrics(new Registry(), { collectDefault: false })
+    let stats = { bytesOut: 3 * 131072, waitsTotal: 0 }
+    m.setSources({ readBuffers: () => stats })
+    let text = await m.registry.metrics()
+    assert.match(text, /^spegel_mirror_read_buffer_bytes 393216$/m)
+    assert.match(text, /^spegel_mirror_read_buffer_waits_total 0$/m)
+    stats = { bytesOut: 0, waitsTotal: 7 }
+    text = await m.registry.metrics()
+    assert.match(text, /^spegel_mirror_read_buffer_bytes 0$/m)
+    assert.match(text, /^spegel_mirror_read_buffer_waits_total 7$/m)
+  })
+
   it('reads readiness and the router at scrape time', async () => {
     const m = createMetrics(new Registry(), { collectDefault: false, version: '1.2.3' })
     let ready = false

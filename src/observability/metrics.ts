@@ -52,6 +52,8 @@ export interface RouterMetricsSnapshot {
 export interface MetricsSources {
   isReady?: () => boolean
   router?: () => RouterMetricsSnapshot | undefined
+  /** The read buffers of bodies relayed from peers (src/registry/peer-http.ts). */
+  readBuffers?: () => { bytesOut: number, waitsTotal: number }
 }
 
 export interface Metrics {
@@ -262,6 +264,25 @@ export function createMetrics (registry: Registry, init: MetricsInit = {}): Metr
       let kept = 0
       // The limits are the router's closed set; the cap only guards against a router that is not.
       for (const [limit, count] of s.limitsReached) if (++kept <= MAX_LIMIT_NAMES) setLimited(this, { limit }, count)
+    }
+  })
+  new Gauge({
+    name: 'spegel_mirror_read_buffer_bytes',
+    help: 'Bytes of the buffers bodies relayed from peers are read into, out now (bounded at 96 MiB).',
+    registers,
+    collect () {
+      const s = sources.readBuffers?.()
+      if (s !== undefined) this.set(s.bytesOut)
+    }
+  })
+  const setBufferWaits = counterMirror<never>()
+  new Counter({
+    name: 'spegel_mirror_read_buffer_waits_total',
+    help: 'Times a body relayed from a peer stopped reading because all read buffers were out; it went on when one came back.',
+    registers,
+    collect () {
+      const s = sources.readBuffers?.()
+      if (s !== undefined) setBufferWaits(this, {}, s.waitsTotal)
     }
   })
   new Gauge({

@@ -7,5 +7,5 @@ export { RecentRequests, DEFAULT_RECENT_REQUESTS, type RecentRequest, type Reque
 export { createRegistryLabeler, MAX_LEARNED_REGISTRIES, type RegistryLabeler, type RegistryLabelInit } from './registry-label.js'
 export { basicAuthHeader } from './basic-auth.js'
 export { PeerBlobStream, type PeerBlobStreamInit } from './peer-blob-stream.js'
-export { PeerHttpClient, PeerBody, PeerHttpError, type PeerHttpInit, type PeerHttpResponse } from './peer-http.js'
+export { PeerHttpClient, PeerBody, PeerHttpError, readBufferStats, releaseIdleReadBuffers, type PeerHttpInit, type PeerHttpResponse } from './peer-http.js'
 export { PullStorm, STORM_OUTCOMES, type PullStormComponents, type PullStormInit, type StormOutcome } from './pull-storm.js'

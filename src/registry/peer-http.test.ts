@@ -4,7 +4,7 @@ import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import { after, afterEach, before, describe, it } from 'node:test'
-import { PeerHttpClient, readBuffersOut, setReadBufferBounds, type PeerHttpRequest } from './peer-http.js'
+import { PeerHttpClient, readBufferStats, readBuffersOut, releaseIdleReadBuffers, setReadBufferBounds, type PeerHttpRequest } from './peer-http.js'
 
 const BIG = Buffer.from(Array.from({ length: 5 * 1024 * 1024 + 3 }, (_, i) => (i * 7 + (i >> 11)) % 256))
 
@@ -241,6 +241,11 @@ describe('PeerHttpClient', () => {
       assert.equal(hash.digest('hex'), expected, `body ${i}`)
     }))
     assert.deepEqual(readBuffersOut(), { large: 0, small: 0, starved: 0 })
+    assert.ok(readBufferStats().waitsTotal >= 2, 'the waits are counted')
+    // The pools keep what came back until no body took a buffer for a while.
+    assert.equal(releaseIdleReadBuffers(60_000), 0, 'taken just now: kept')
+    assert.ok(releaseIdleReadBuffers(60_000, Date.now() + 60_000) >= 1024 * 1024, 'idle: the free buffers are let go of')
+    assert.equal(releaseIdleReadBuffers(60_000, Date.now() + 60_000), 0, 'and only once')
   })
 
   it('retries once on a new connection when a kept-alive one was closed by the peer', async () => {
