@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import fc from 'fast-check'
 import { Hedger } from './hedger.js'
 
 describe('Hedger', () => {
@@ -41,6 +42,26 @@ describe('Hedger', () => {
     const hedger = new Hedger({ percentiles: [100], windowSize: 3 })
     for (const ms of [1000, 10, 20, 30]) hedger.record(ms)
     assert.deepEqual(hedger.delaysMs(), [30])
+  })
+
+  it('gives the nearest-rank percentile of exactly the last windowSize samples, whatever they were', () => {
+    fc.assert(fc.property(
+      fc.integer({ min: 1, max: 16 }),
+      // Few distinct values, so that duplicates enter and leave the window.
+      fc.array(fc.integer({ min: 1, max: 12 }), { maxLength: 80 }),
+      (windowSize, samples) => {
+        const hedger = new Hedger({ percentiles: [50], initialMs: 0, windowSize })
+        for (const [i, ms] of samples.entries()) {
+          hedger.record(ms)
+          const window = samples.slice(Math.max(0, i + 1 - windowSize), i + 1).sort((a, b) => a - b)
+          for (const p of [1, 25, 50, 80, 99, 100]) {
+            const expected = window[Math.min(window.length, Math.max(1, Math.ceil(p / 100 * window.length))) - 1]
+            assert.equal(hedger.durationMs(p), expected, `p${p} after ${i + 1} samples, window ${windowSize}`)
+          }
+        }
+      }
+    // A fixed seed keeps the run deterministic; a failure prints the shrunk case.
+    ), { seed: 20261203, numRuns: 200 })
   })
 
   it('ignores nonsense samples and rejects nonsense settings', () => {
