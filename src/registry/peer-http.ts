@@ -152,14 +152,13 @@ function wakeStarved (): void {
   next.value.wake()
 }
 
-/**
- * A read buffer: large while fewer than maxLargeBuffersOut are out, small otherwise. Callers
- * check canTakeBuffer() before a body reads on; a socket that asks anyway (its next read was
- * already under way) gets one past the bound.
- */
 /** When a body last took a read buffer (for releaseIdleReadBuffers). */
 let lastTakeMs = 0
 
+/**
+ * A read buffer: large while fewer than maxLargeBuffersOut are out, small otherwise. Callers
+ * check canTakeBuffer() first, or hold a reservation.
+ */
 function takeBuffer (): PooledBuffer {
   lastTakeMs = Date.now()
   if (largeBuffersOut >= maxLargeBuffersOut) {
@@ -203,11 +202,10 @@ export function readBuffersOut (): { large: number, small: number, starved: numb
   return { large: largeBuffersOut, small: smallBuffersOut, starved: starved.size }
 }
 
-/** Bytes of read buffers out now, the bound on them, and how many times a body waited for one. */
-export function readBufferStats (): { bytesOut: number, boundBytes: number, waitsTotal: number } {
+/** Bytes of read buffers out now, and how many times a body waited for one. */
+export function readBufferStats (): { bytesOut: number, waitsTotal: number } {
   return {
     bytesOut: largeBuffersOut * READ_BUFFER_BYTES + smallBuffersOut * SMALL_READ_BUFFER_BYTES,
-    boundBytes: maxLargeBuffersOut * READ_BUFFER_BYTES + maxSmallBuffersOut * SMALL_READ_BUFFER_BYTES,
     waitsTotal: starvedTotal
   }
 }
@@ -508,7 +506,7 @@ class Connection {
           // Node asks for the next read's buffer right after each read, even one after which this
           // socket stops reading. Past the bound, none is taken: a read after the wake-up lands
           // in the shared buffer and is copied into the buffer reserved for it (#adopt).
-          if (this.#fill === undefined && !this.#hasReservation && !canTakeBuffer()) return SHARED_BUFFER
+          if (this.#mustWaitForBuffer()) return SHARED_BUFFER
           return (this.#fill ?? this.#takeFill()).buffer.subarray(this.#filled)
         },
         callback: (nread, buffer) => this.#onRead(nread, buffer as Buffer)
@@ -624,11 +622,16 @@ class Connection {
       this.socket.setTimeout(0)
       return false
     }
-    if (this.state === 'body' && this.#fill === undefined && !this.#hasReservation && !canTakeBuffer()) {
+    if (this.state === 'body' && this.#mustWaitForBuffer()) {
       this.#starve()
       return false
     }
     return (this.state as State) !== 'closed'
+  }
+
+  /** The body's next read would need a buffer past the bound: no fill, no reservation, no room. */
+  #mustWaitForBuffer (): boolean {
+    return this.#fill === undefined && !this.#hasReservation && !canTakeBuffer()
   }
 
   /** Takes the body's next buffer to fill, turning a reservation into it when there is one. */
@@ -751,7 +754,7 @@ class Connection {
         this.#isPaused = false
         // Waiting for a read buffer as well: the wake-up resumes it.
         if (this.#starvedEntry !== undefined) return
-        if (this.#fill === undefined && !this.#hasReservation && !canTakeBuffer()) {
+        if (this.#mustWaitForBuffer()) {
           this.#starve()
           return
         }
@@ -916,6 +919,18 @@ interface Dials {
   waiting: Set<Waiter>
 }
 
+/** Fails every request waiting in `dials` with `err`. */
+function failWaiters (dials: Dials, err: Error): void {
+  const waiters = [...dials.waiting]
+  dials.waiting.clear()
+  for (const w of waiters) w.settle(err)
+}
+
+/** The pool key and Host header of a peer: `host:port`, an IPv6 address in brackets. */
+function hostPortOf (host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+}
+
 /** Keep-alive connections to peers, one pool per `host:port`. */
 export class PeerHttpClient {
   readonly #init: PeerHttpInit
@@ -939,7 +954,7 @@ export class PeerHttpClient {
   /** Sends `request` to `host:port`; resolves with the response head, its body still to read. */
   async request (host: string, port: number, request: PeerHttpRequest): Promise<PeerHttpResponse> {
     if (this.#isClosed) throw new PeerHttpError('ERR_CLOSED', 'client is closed')
-    const hostPort = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+    const hostPort = hostPortOf(host, port)
     const bodyIdle = request.bodyIdleTimeoutMs ?? this.#init.bodyIdleTimeoutMs
     for (;;) {
       let connection = this.#take(hostPort) ?? this.#dial(hostPort, host, port)
@@ -966,8 +981,7 @@ export class PeerHttpClient {
 
   /** Requests waiting for a connection to `host:port` (for tests and metrics). */
   waiting (host: string, port: number): number {
-    const hostPort = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
-    return this.#dials.get(hostPort)?.waiting.size ?? 0
+    return this.#dials.get(hostPortOf(host, port))?.waiting.size ?? 0
   }
 
   /** A new connection, unless `maxDialsPerPeer` are being opened to that peer already. */
@@ -989,23 +1003,14 @@ export class PeerHttpClient {
       d.dialing--
       if (err === undefined) {
         // One waiter takes the freed slot (the others wait for connections coming free or for it).
-        const first = d.waiting.values().next()
-        if (first.done !== true) {
-          d.waiting.delete(first.value)
-          first.value.settle('retry')
-        }
-      } else {
+        this.#nextWaiter(key, d)?.settle('retry')
+      } else if (d.waiting.size > 0) {
         // A peer that did not take this connection will not take theirs: they fail now instead of
         // each paying the connect timeout in turn, 32 at a time.
-        const waiters = [...d.waiting]
-        d.waiting.clear()
-        if (waiters.length > 0) {
-          const code = (err as { code?: unknown }).code
-          const shared = new PeerHttpError(typeof code === 'string' ? code : 'ECONNREFUSED', `a connection to ${key} just failed: ${err.message}`, { cause: err })
-          for (const w of waiters) w.settle(shared)
-        }
+        const code = (err as { code?: unknown }).code
+        failWaiters(d, new PeerHttpError(typeof code === 'string' ? code : 'ECONNREFUSED', `a connection to ${key} just failed: ${err.message}`, { cause: err }))
       }
-      if (d.dialing === 0 && d.waiting.size === 0 && this.#dials.get(key) === d) this.#dials.delete(key)
+      this.#forgetIfIdle(key, d)
     }
     connection.socket.once('connect', () => { done(undefined) })
     connection.onDialFailed = (err) => { done(err) }
@@ -1026,7 +1031,7 @@ export class PeerHttpClient {
     return await new Promise<Connection | undefined>((resolve, reject) => {
       const onAbort = (): void => {
         dials.waiting.delete(waiter)
-        if (dials.dialing === 0 && dials.waiting.size === 0 && this.#dials.get(key) === dials) this.#dials.delete(key)
+        this.#forgetIfIdle(key, dials)
         reject(abortError(signal))
       }
       const waiter: Waiter = {
@@ -1042,6 +1047,20 @@ export class PeerHttpClient {
     })
   }
 
+  /** The request that waited longest for `key`, out of the queue. */
+  #nextWaiter (key: string, dials: Dials): Waiter | undefined {
+    const first = dials.waiting.values().next()
+    if (first.done === true) return undefined
+    dials.waiting.delete(first.value)
+    this.#forgetIfIdle(key, dials)
+    return first.value
+  }
+
+  /** Drops the entry of `key` once no dial is under way and nobody waits. */
+  #forgetIfIdle (key: string, dials: Dials): void {
+    if (dials.dialing === 0 && dials.waiting.size === 0 && this.#dials.get(key) === dials) this.#dials.delete(key)
+  }
+
   /** A connection whose response is complete comes back here. */
   release (connection: Connection): void {
     if (this.#isClosed) {
@@ -1050,11 +1069,9 @@ export class PeerHttpClient {
     }
     // A request waiting for this peer takes it at once.
     const dials = this.#dials.get(connection.key)
-    const first = dials?.waiting.values().next()
-    if (dials !== undefined && first !== undefined && first.done !== true) {
-      dials.waiting.delete(first.value)
-      if (dials.dialing === 0 && dials.waiting.size === 0) this.#dials.delete(connection.key)
-      first.value.settle(connection)
+    const waiter = dials === undefined ? undefined : this.#nextWaiter(connection.key, dials)
+    if (waiter !== undefined) {
+      waiter.settle(connection)
       return
     }
     let list = this.#idle.get(connection.key)
@@ -1118,11 +1135,7 @@ export class PeerHttpClient {
   async close (): Promise<void> {
     this.#isClosed = true
     clearTimeout(this.#sweeper)
-    for (const dials of this.#dials.values()) {
-      const waiters = [...dials.waiting]
-      dials.waiting.clear()
-      for (const w of waiters) w.settle(new PeerHttpError('ERR_CLOSED', 'client is closed'))
-    }
+    for (const dials of this.#dials.values()) failWaiters(dials, new PeerHttpError('ERR_CLOSED', 'client is closed'))
     for (const connection of [...this.#idleSince.keys()]) connection.close()
     this.#idle.clear()
     this.#idleSince.clear()

@@ -1,3 +1,5 @@
+import { lowerBound } from '../sorted.js'
+
 /** Spegel's hedge percentiles (pkg/registry/registry.go): a new attempt at p80, p85 and p90 of past latencies. */
 export const DEFAULT_HEDGE_PERCENTILES: readonly number[] = Object.freeze([80, 85, 90])
 /** Hedge delay while nothing has been observed yet. */
@@ -84,16 +86,4 @@ export class Hedger {
     if (this.percentiles.length === 0) return this.initialMs
     return this.durationMs(Math.max(...this.percentiles))
   }
-}
-
-/** The first index of ascending `values` whose value is not below `x`. */
-function lowerBound (values: readonly number[], x: number): number {
-  let lo = 0
-  let hi = values.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if ((values[mid] as number) < x) lo = mid + 1
-    else hi = mid
-  }
-  return lo
 }

@@ -1,5 +1,6 @@
 import type { Logger } from '../../observability/logger.js'
 import { splitPinnedKey } from '../tag-key.js'
+import { lowerBound } from '../../sorted.js'
 import {
   StatementKind, compactKey, compareKeys, encodeDeltaFrame, encodeDeltaPayload, encodeGoodbyeFrame, encodeRecordPayload,
   type Statement
@@ -174,17 +175,6 @@ function toEntry (key: string): { key: string, digest: string | undefined } {
   // Only a name can be pinned; a digest "pinned" to another digest is no tag (and peers refuse it).
   const isDigestKey = compact.length === 33 && compact.charCodeAt(0) === 0
   return { key: compact, digest: digest === undefined || isDigestKey ? undefined : compactKey(digest) }
-}
-
-function lowerBound (sorted: readonly string[], k: string): number {
-  let lo = 0
-  let hi = sorted.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if ((sorted[mid] as string) < k) lo = mid + 1
-    else hi = mid
-  }
-  return lo
 }
 
 function insertSorted (sorted: string[], k: string): void {
